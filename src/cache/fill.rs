@@ -1,0 +1,259 @@
+//! One in-flight download of an uncached blob, shared by every client that asks for it meanwhile.
+//!
+//! A spawned task streams the upstream body through a writer thread (temp file + hash); readers follow the
+//! file as it grows ("read-along"), so the first byte reaches clients as soon as it arrives, and N concurrent
+//! readers cost one upstream GET. The task keeps going if its clients leave, so the cache still fills.
+//!
+//! Readers never send the blob's last byte before the whole blob was verified against its digest: if the
+//! upstream's bytes are wrong, every reader's body is cut short and no client ever holds a complete bad blob.
+
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::Stream;
+use tokio::sync::{mpsc, watch};
+
+use crate::digest::Digest;
+use crate::error::RegistryError;
+use crate::store::{BlobWriter, CommitError};
+
+/// Largest chunk a read-along reader sends at once.
+const READ_CHUNK: u64 = 256 * 1024;
+/// Chunks buffered between the network task and the writer thread (backpressure beyond that).
+const WRITE_QUEUE: usize = 64;
+
+/// Progress of a fill, as readers see it.
+#[derive(Clone, Debug)]
+pub enum FillState {
+    /// Waiting for the upstream's answer.
+    Connecting,
+    /// Bytes `0..written` are in the temp file; `size` is the upstream's Content-Length, if stated.
+    Streaming {
+        size: Option<u64>,
+        written: u64,
+    },
+    /// All bytes are written and match the digest (they may still be being fsynced and renamed).
+    Verified {
+        size: u64,
+    },
+    Failed(RegistryError),
+}
+
+/// An in-flight blob download.
+pub struct BlobFill {
+    pub digest: Digest,
+    temp_path: PathBuf,
+    final_path: PathBuf,
+    state: watch::Sender<FillState>,
+}
+
+impl BlobFill {
+    pub fn new(digest: Digest, writer: &BlobWriter, final_path: PathBuf) -> BlobFill {
+        BlobFill {
+            digest,
+            temp_path: writer.temp_path().to_path_buf(),
+            final_path,
+            state: watch::Sender::new(FillState::Connecting),
+        }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<FillState> {
+        self.state.subscribe()
+    }
+
+    pub fn set_state(&self, state: FillState) {
+        self.state.send_replace(state);
+    }
+
+    /// Waits until the upstream has answered; returns the blob size if known.
+    pub async fn wait_started(&self) -> Result<Option<u64>, RegistryError> {
+        let mut rx = self.subscribe();
+        loop {
+            match &*rx.borrow_and_update() {
+                FillState::Connecting => {}
+                FillState::Streaming { size, .. } => return Ok(*size),
+                FillState::Verified { size } => return Ok(Some(*size)),
+                FillState::Failed(err) => return Err(err.clone()),
+            }
+            if rx.changed().await.is_err() {
+                return Err(RegistryError::UpstreamUnavailable(
+                    "blob download was abandoned".into(),
+                ));
+            }
+        }
+    }
+
+    /// Streams bytes `start..=end` (end `None`: to the end of the blob) as they become available.
+    pub fn reader(
+        self: Arc<Self>,
+        start: u64,
+        end: Option<u64>,
+    ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+        let reader = Reader {
+            rx: self.subscribe(),
+            fill: self,
+            file: None,
+            pos: start,
+            end,
+        };
+        futures::stream::unfold(reader, |mut reader| async move {
+            match reader.next_chunk().await {
+                Ok(Some(bytes)) => Some((Ok(bytes), reader)),
+                Ok(None) => None,
+                Err(err) => {
+                    // Ending the stream with an error makes the server abort the response.
+                    reader.pos = u64::MAX;
+                    reader.end = Some(0);
+                    Some((Err(err), reader))
+                }
+            }
+        })
+    }
+
+    /// Streams the upstream body into `writer`, publishing progress, and verifies it. Returns the verified
+    /// writer's result (size) after the blob was fsynced and renamed into place.
+    pub async fn run(
+        self: &Arc<Self>,
+        mut response: reqwest::Response,
+        writer: BlobWriter,
+        on_body_error: impl Fn(reqwest::Error) -> RegistryError,
+    ) -> Result<u64, RegistryError> {
+        let size = response.content_length();
+        self.set_state(FillState::Streaming { size, written: 0 });
+        let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let fill = self.clone();
+        let writer_task = tokio::task::spawn_blocking(move || {
+            let mut writer = writer;
+            while let Some(chunk) = rx.blocking_recv() {
+                writer.write(&chunk)?;
+                let written = writer.written();
+                fill.state.send_modify(|state| {
+                    if let FillState::Streaming { written: w, .. } = state {
+                        *w = written;
+                    }
+                });
+            }
+            let verified = writer.verify(size)?;
+            let size = verified.size();
+            fill.set_state(FillState::Verified { size });
+            verified.persist()?;
+            Ok::<u64, CommitError>(size)
+        });
+        let mut network_error = None;
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if tx.send(chunk).await.is_err() {
+                        break; // the writer failed; its error is reported below
+                    }
+                }
+                Ok(None) => break,
+                Err(err) => {
+                    network_error = Some(on_body_error(err));
+                    break;
+                }
+            }
+        }
+        // Closing the queue lets the writer thread verify what it has; after a network error that check fails
+        // and removes the partial file.
+        drop(tx);
+        if let Some(err) = network_error {
+            return Err(err);
+        }
+        let result = writer_task
+            .await
+            .map_err(|e| RegistryError::internal("blob writer", e))?;
+        result.map_err(|err| match err {
+            CommitError::DigestMismatch { .. } | CommitError::SizeMismatch { .. } => {
+                RegistryError::UpstreamDigestMismatch(format!("upstream sent a bad blob: {err}"))
+            }
+            CommitError::Io(e) => RegistryError::internal("storing blob", e),
+        })
+    }
+}
+
+/// A read-along reader's position.
+struct Reader {
+    fill: Arc<BlobFill>,
+    rx: watch::Receiver<FillState>,
+    file: Option<Arc<std::fs::File>>,
+    pos: u64,
+    /// Last byte wanted (inclusive); `None` until the size is known.
+    end: Option<u64>,
+}
+
+impl Reader {
+    async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
+        loop {
+            let (readable, complete_size) = match &*self.rx.borrow_and_update() {
+                FillState::Connecting => (0, None),
+                // Hold back the final byte until the blob is verified.
+                FillState::Streaming { size, written } => match size {
+                    Some(size) => ((*written).min(size.saturating_sub(1)), None),
+                    None => (*written, None),
+                },
+                FillState::Verified { size } => (*size, Some(*size)),
+                FillState::Failed(err) => return Err(io::Error::other(err.to_string())),
+            };
+            if let Some(size) = complete_size {
+                let last = size.checked_sub(1);
+                self.end = Some(match (self.end, last) {
+                    (Some(end), Some(last)) => end.min(last),
+                    (_, Some(last)) => last,
+                    (_, None) => return Ok(None),
+                });
+            }
+            let limit = match self.end {
+                Some(end) if self.pos > end => return Ok(None),
+                Some(end) => readable.min(end + 1),
+                None => readable,
+            };
+            if self.pos < limit {
+                let len = (limit - self.pos).min(READ_CHUNK) as usize;
+                let bytes = self.read(self.pos, len).await?;
+                self.pos += bytes.len() as u64;
+                return Ok(Some(bytes));
+            }
+            if self.rx.changed().await.is_err() {
+                // The fill task is gone without a verdict (e.g. shutdown).
+                return Err(io::Error::other("blob download was abandoned"));
+            }
+        }
+    }
+
+    async fn read(&mut self, offset: u64, len: usize) -> io::Result<Bytes> {
+        let file = match &self.file {
+            Some(file) => file.clone(),
+            None => {
+                let temp = self.fill.temp_path.clone();
+                let done = self.fill.final_path.clone();
+                // The temp file is renamed once verified; follow it to its final name.
+                let file = tokio::task::spawn_blocking(move || {
+                    std::fs::File::open(&temp).or_else(|_| std::fs::File::open(&done))
+                })
+                .await
+                .map_err(io::Error::other)??;
+                let file = Arc::new(file);
+                self.file = Some(file.clone());
+                file
+            }
+        };
+        tokio::task::spawn_blocking(move || {
+            let mut buf = BytesMut::zeroed(len);
+            let n = file.read_at(&mut buf, offset)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "blob file is shorter than announced",
+                ));
+            }
+            buf.truncate(n);
+            Ok(buf.freeze())
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+}

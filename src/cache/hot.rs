@@ -1,0 +1,88 @@
+//! The bounded in-memory hot cache (moka) of manifests and tag resolutions in front of redb.
+//!
+//! Entries hold ready-made header values and the manifest bytes as [`Bytes`], so a hit is served with
+//! reference-count bumps only. moka's `try_get_with` also gives single-flight loading: concurrent misses for
+//! one key run one loader and share its result.
+
+use std::sync::Arc;
+
+use axum::http::HeaderValue;
+use bytes::Bytes;
+use moka::future::Cache;
+
+use crate::digest::Digest;
+use crate::route::Target;
+
+/// A manifest ready to serve.
+pub struct CachedManifest {
+    pub digest: Digest,
+    pub body: Bytes,
+    pub content_type: HeaderValue,
+    pub digest_header: HeaderValue,
+    pub etag: HeaderValue,
+}
+
+impl CachedManifest {
+    pub fn new(digest: Digest, media_type: &str, body: Bytes) -> CachedManifest {
+        let value = |s: &str| {
+            HeaderValue::from_str(s)
+                .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
+        };
+        CachedManifest {
+            digest_header: value(digest.as_str()),
+            etag: value(&format!("\"{digest}\"")),
+            content_type: value(media_type),
+            digest,
+            body,
+        }
+    }
+}
+
+/// A tag resolution and until when (Unix seconds) it may be served without asking the upstream.
+#[derive(Clone, Debug)]
+pub struct TagEntry {
+    pub digest: Digest,
+    pub fresh_until: u64,
+}
+
+/// Per-entry bookkeeping overhead counted against the byte budget besides keys and bodies.
+const ENTRY_OVERHEAD: u32 = 256;
+
+/// The two moka caches, sharing one byte budget (manifests get 7/8 of it).
+pub struct HotCache {
+    pub manifests: Cache<Box<str>, Arc<CachedManifest>>,
+    pub tags: Cache<Box<str>, TagEntry>,
+}
+
+impl HotCache {
+    pub fn new(budget_bytes: u64) -> HotCache {
+        let manifests = Cache::builder()
+            .max_capacity(budget_bytes - budget_bytes / 8)
+            .weigher(|key: &Box<str>, value: &Arc<CachedManifest>| {
+                let size = key.len() + value.body.len();
+                u32::try_from(size)
+                    .unwrap_or(u32::MAX)
+                    .saturating_add(ENTRY_OVERHEAD)
+            })
+            .build();
+        let tags = Cache::builder()
+            .max_capacity((budget_bytes / 8).max(1))
+            .weigher(|key: &Box<str>, _: &TagEntry| {
+                u32::try_from(key.len())
+                    .unwrap_or(u32::MAX)
+                    .saturating_add(ENTRY_OVERHEAD)
+            })
+            .build();
+        HotCache { manifests, tags }
+    }
+
+    /// Key of a manifest by digest within a repository: `registry/repository@digest`.
+    pub fn manifest_key(target: &Target, digest: &Digest) -> Box<str> {
+        format!("{target}@{digest}").into_boxed_str()
+    }
+
+    /// Key of a tag: `registry/repository:tag`.
+    pub fn tag_key(target: &Target, tag: &str) -> Box<str> {
+        format!("{target}:{tag}").into_boxed_str()
+    }
+}

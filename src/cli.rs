@@ -1,0 +1,99 @@
+//! The command line: `ociregistry serve` and `ociregistry version`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ociregistry",
+    version,
+    about = "Pull-only, pull-through caching OCI Distribution server"
+)]
+pub struct Cli {
+    /// YAML config file; command-line flags override its values.
+    #[arg(long, global = true, env = "OCIREGISTRY_CONFIG")]
+    pub config_file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the registry server.
+    Serve(ServeArgs),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:8080; use 0.0.0.0:8080 to serve other hosts).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the index and blobs (default ./ociregistry-data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The redb index file (default <data-dir>/index.redb).
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// The blob directory (default <data-dir>/blobs).
+    #[arg(long)]
+    pub blobs: Option<PathBuf>,
+    /// Log filter, e.g. info or debug (RUST_LOG wins when set).
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Upstream used when a request names none (default docker.io).
+    #[arg(long)]
+    pub default_registry: Option<String>,
+}
+
+impl ServeArgs {
+    /// Applies the flags that were given on top of `config`.
+    pub fn apply(self, config: &mut Config) {
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(dir) = self.data_dir {
+            config.data_dir = dir;
+        }
+        if let Some(db) = self.db {
+            config.db = Some(db);
+        }
+        if let Some(blobs) = self.blobs {
+            config.blobs = Some(blobs);
+        }
+        if let Some(level) = self.log_level {
+            config.log_level = level;
+        }
+        if let Some(registry) = self.default_registry {
+            config.default_registry = registry;
+        }
+    }
+}
+
+/// Parses the command line and runs the command.
+pub fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("ociregistry {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Serve(args) => {
+            let mut config = match &cli.config_file {
+                Some(path) => Config::from_file(path)?,
+                None => Config::default(),
+            };
+            args.apply(&mut config);
+            crate::logging::init(&config.log_level)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(crate::server::serve(config))
+        }
+    }
+}

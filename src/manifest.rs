@@ -1,0 +1,140 @@
+//! Manifest media types and inspection.
+//!
+//! Manifests are stored and served byte-for-byte (re-serialising would change their digest); they are only
+//! parsed (with `oci-spec` types) to learn their media type and which blobs and child manifests they
+//! reference, which `prune` needs.
+
+use oci_spec::image::{ImageIndex, ImageManifest};
+use serde::Deserialize;
+
+use crate::error::RegistryError;
+
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+
+/// The `Accept` header sent upstream: every manifest kind, so that one cached copy serves every client.
+pub const ACCEPTED_MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// Largest manifest accepted from an upstream (the OCI spec suggests registries accept at least 4 MiB).
+pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// What the cache learns from a manifest's bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ManifestInfo {
+    pub media_type: String,
+    /// Child manifests (index) or config and layers (image), as digest strings.
+    pub references: Vec<String>,
+}
+
+/// Just enough of any manifest to tell its kind.
+#[derive(Deserialize)]
+struct Probe {
+    #[serde(rename = "mediaType")]
+    media_type: Option<String>,
+    manifests: Option<serde_json::Value>,
+    config: Option<serde_json::Value>,
+}
+
+fn is_index(media_type: &str) -> bool {
+    media_type == OCI_INDEX || media_type == DOCKER_LIST
+}
+
+fn is_image(media_type: &str) -> bool {
+    media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST
+}
+
+/// Works out the media type (from `Content-Type`, else the body) and the references of a manifest.
+/// Bytes that are not a manifest are rejected, so they are never cached.
+pub fn inspect(body: &[u8], content_type: Option<&str>) -> Result<ManifestInfo, RegistryError> {
+    let invalid = |why: String| {
+        RegistryError::UpstreamInvalid(format!("upstream manifest is invalid: {why}"))
+    };
+    let probe: Probe = serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
+    let declared = content_type
+        .map(|ct| ct.split(';').next().unwrap_or("").trim())
+        .filter(|ct| is_index(ct) || is_image(ct) || *ct == DOCKER_SCHEMA1);
+    let media_type = match (declared, probe.media_type.as_deref()) {
+        (Some(ct), _) => ct.to_owned(),
+        (None, Some(mt)) if !mt.is_empty() => mt.to_owned(),
+        (None, _) if probe.manifests.is_some() => OCI_INDEX.to_owned(),
+        (None, _) if probe.config.is_some() => OCI_MANIFEST.to_owned(),
+        (None, _) => {
+            return Err(invalid(
+                "cannot tell its media type (no Content-Type, no mediaType)".into(),
+            ))
+        }
+    };
+    let references = if is_index(&media_type) {
+        let index = ImageIndex::from_reader(body).map_err(|e| invalid(e.to_string()))?;
+        index
+            .manifests()
+            .iter()
+            .map(|d| d.digest().to_string())
+            .collect()
+    } else if is_image(&media_type) {
+        let image = ImageManifest::from_reader(body).map_err(|e| invalid(e.to_string()))?;
+        std::iter::once(image.config())
+            .chain(image.layers())
+            .map(|d| d.digest().to_string())
+            .collect()
+    } else {
+        // Other kinds (artifacts, schema 1) pass through without reference tracking.
+        Vec::new()
+    };
+    Ok(ManifestInfo {
+        media_type,
+        references,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+    #[test]
+    fn image_manifest_references() {
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"{D1}","size":1}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"{D2}","size":2}}]}}"#
+        );
+        let info = inspect(body.as_bytes(), None).unwrap();
+        assert_eq!(info.media_type, DOCKER_MANIFEST);
+        assert_eq!(info.references, vec![D1, D2]);
+    }
+
+    #[test]
+    fn index_without_media_type_uses_content_type() {
+        let body = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{D1}","size":3}}]}}"#
+        );
+        let info = inspect(
+            body.as_bytes(),
+            Some("application/vnd.oci.image.index.v1+json; charset=utf-8"),
+        )
+        .unwrap();
+        assert_eq!(info.media_type, OCI_INDEX);
+        assert_eq!(info.references, vec![D1]);
+        assert_eq!(
+            inspect(body.as_bytes(), Some("text/plain"))
+                .unwrap()
+                .media_type,
+            OCI_INDEX
+        );
+    }
+
+    #[test]
+    fn rejects_non_manifests() {
+        assert!(inspect(b"<html>", Some(OCI_MANIFEST)).is_err());
+        assert!(inspect(b"{}", None).is_err());
+        assert!(inspect(
+            br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#,
+            None
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,119 @@
+//! `HEAD`/`GET /v2/<name>/blobs/<digest>`: cached blobs streamed from disk, uncached ones read along their
+//! download; single `Range`s answered with 206.
+
+use std::io::SeekFrom;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use super::headers::{API_VERSION, API_VERSION_VALUE, BYTES, DOCKER_CONTENT_DIGEST, OCTET_STREAM};
+use super::{range, AppState};
+use crate::cache::{BlobSource, CacheStatus};
+use crate::digest::Digest;
+use crate::error::RegistryError;
+use crate::route::Target;
+
+/// Read size for streaming cached blobs from disk.
+const FILE_CHUNK: usize = 256 * 1024;
+
+pub async fn serve(
+    state: &AppState,
+    method: &Method,
+    target: Target,
+    digest: &str,
+    request_headers: &HeaderMap,
+) -> Result<Response<Body>, RegistryError> {
+    let digest: Digest = digest.parse()?;
+    if method == Method::HEAD {
+        let (size, status) = state.cache.blob_size(&target, &digest).await?;
+        return Ok(respond(&digest, Body::empty(), size, None, status));
+    }
+    let range_header = request_headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok());
+    let (source, status) = state.cache.blob(&target, &digest).await?;
+    match source {
+        BlobSource::Cached { file, size } => {
+            let range = range::resolve(range_header, size)?;
+            let (start, len) = span(range.as_ref(), size);
+            let mut file = tokio::fs::File::from_std(file);
+            if start > 0 {
+                file.seek(SeekFrom::Start(start))
+                    .await
+                    .map_err(|e| RegistryError::internal("seek blob", e))?;
+            }
+            let stream = ReaderStream::with_capacity(file.take(len), FILE_CHUNK);
+            Ok(respond(
+                &digest,
+                Body::from_stream(stream),
+                size,
+                range,
+                status,
+            ))
+        }
+        BlobSource::Filling { fill, size } => {
+            // Without a stated size a range cannot be answered before the end; send the whole blob.
+            let range = match size {
+                Some(size) => range::resolve(range_header, size)?,
+                None => None,
+            };
+            let (start, end) = match &range {
+                Some(r) => (*r.start(), Some(*r.end())),
+                None => (0, None),
+            };
+            let body = Body::from_stream(fill.reader(start, end));
+            Ok(match size {
+                Some(size) => respond(&digest, body, size, range, status),
+                None => respond_unsized(&digest, body, status),
+            })
+        }
+    }
+}
+
+/// Offset and length of what to send.
+fn span(range: Option<&std::ops::RangeInclusive<u64>>, size: u64) -> (u64, u64) {
+    match range {
+        Some(r) => (*r.start(), r.end() - r.start() + 1),
+        None => (0, size),
+    }
+}
+
+fn respond(
+    digest: &Digest,
+    body: Body,
+    size: u64,
+    range: Option<std::ops::RangeInclusive<u64>>,
+    status: CacheStatus,
+) -> Response<Body> {
+    let mut response = respond_unsized(digest, body, status);
+    let (_, len) = span(range.as_ref(), size);
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_LENGTH, len.into());
+    if let Some(r) = range {
+        let value = format!("bytes {}-{}/{size}", r.start(), r.end());
+        headers.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&value).expect("ascii"),
+        );
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    }
+    response
+}
+
+fn respond_unsized(digest: &Digest, body: Body, status: CacheStatus) -> Response<Body> {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, OCTET_STREAM);
+    headers.insert(header::ACCEPT_RANGES, BYTES);
+    let digest_value = HeaderValue::from_str(digest.as_str()).expect("digest is ascii");
+    headers.insert(
+        header::ETAG,
+        HeaderValue::from_str(&format!("\"{digest}\"")).expect("digest is ascii"),
+    );
+    headers.insert(DOCKER_CONTENT_DIGEST, digest_value);
+    headers.insert(API_VERSION, API_VERSION_VALUE);
+    response.extensions_mut().insert(status);
+    response
+}
