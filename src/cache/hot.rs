@@ -55,10 +55,11 @@ pub struct HotCache {
 }
 
 impl HotCache {
+    #[allow(clippy::borrowed_box)] // moka's weigher receives `&K`
     pub fn new(budget_bytes: u64) -> HotCache {
         let manifests = Cache::builder()
             .max_capacity(budget_bytes - budget_bytes / 8)
-            .weigher(|key: &Box<str>, value: &Arc<CachedManifest>| {
+            .weigher(|key: &Box<str>, value: &Arc<CachedManifest>| -> u32 {
                 let size = key.len() + value.body.len();
                 u32::try_from(size)
                     .unwrap_or(u32::MAX)
@@ -67,7 +68,7 @@ impl HotCache {
             .build();
         let tags = Cache::builder()
             .max_capacity((budget_bytes / 8).max(1))
-            .weigher(|key: &Box<str>, _: &TagEntry| {
+            .weigher(|key: &Box<str>, _: &TagEntry| -> u32 {
                 u32::try_from(key.len())
                     .unwrap_or(u32::MAX)
                     .saturating_add(ENTRY_OVERHEAD)
