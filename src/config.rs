@@ -11,6 +11,8 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 
+use crate::server::BlobIo;
+
 /// The whole configuration of `ociregistry serve`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -38,6 +40,9 @@ pub struct Config {
     /// Time allowed for an upstream to answer a request (headers), and between two chunks of a body.
     #[serde(with = "humantime_serde")]
     pub upstream_timeout: Duration,
+    /// How cached blob bodies are read: `mmap` (default, no user-space copy) or `buffered` (plain reads, for
+    /// network filesystems).
+    pub blob_io: BlobIo,
     /// Per-upstream settings; hosts not listed are reached over https with anonymous/bearer auth.
     pub registries: Vec<RegistryConfig>,
 }
@@ -84,6 +89,7 @@ impl Default for Config {
             tag_ttl: Duration::from_secs(600),
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_timeout: Duration::from_secs(30),
+            blob_io: BlobIo::default(),
             registries: Vec::new(),
         }
     }

@@ -1,22 +1,15 @@
 //! `HEAD`/`GET /v2/<name>/blobs/<digest>`: cached blobs streamed from disk, uncached ones read along their
 //! download; single `Range`s answered with 206.
 
-use std::io::SeekFrom;
-
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use super::headers::{API_VERSION, API_VERSION_VALUE, BYTES, DOCKER_CONTENT_DIGEST, OCTET_STREAM};
-use super::{range, AppState};
+use super::{file_body, range, AppState};
 use crate::cache::{BlobSource, CacheStatus};
 use crate::digest::Digest;
 use crate::error::RegistryError;
 use crate::route::Target;
-
-/// Read size for streaming cached blobs from disk.
-const FILE_CHUNK: usize = 256 * 1024;
 
 pub async fn serve(
     state: &AppState,
@@ -38,20 +31,9 @@ pub async fn serve(
         BlobSource::Cached { file, size } => {
             let range = range::resolve(range_header, size)?;
             let (start, len) = span(range.as_ref(), size);
-            let mut file = tokio::fs::File::from_std(file);
-            if start > 0 {
-                file.seek(SeekFrom::Start(start))
-                    .await
-                    .map_err(|e| RegistryError::internal("seek blob", e))?;
-            }
-            let stream = ReaderStream::with_capacity(file.take(len), FILE_CHUNK);
-            Ok(respond(
-                &digest,
-                Body::from_stream(stream),
-                size,
-                range,
-                status,
-            ))
+            let body = file_body::body(file, start, len, state.blob_io)
+                .map_err(|e| RegistryError::internal("read blob", e))?;
+            Ok(respond(&digest, body, size, range, status))
         }
         BlobSource::Filling { fill, size } => {
             // Without a stated size a range cannot be answered before the end; send the whole blob.

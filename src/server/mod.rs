@@ -3,6 +3,7 @@
 
 mod access_log;
 mod blobs;
+mod file_body;
 mod headers;
 mod manifests;
 mod path;
@@ -31,6 +32,8 @@ use crate::store::{Store, ACCESS_FLUSH_INTERVAL};
 use headers::{API_VERSION, API_VERSION_VALUE};
 use path::ApiPath;
 
+pub use file_body::BlobIo;
+
 /// How long open connections may finish after a shutdown signal before they are closed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
@@ -38,6 +41,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 pub struct AppState {
     pub cache: Arc<PullThrough>,
     pub default_registry: Arc<str>,
+    pub blob_io: BlobIo,
 }
 
 /// The API router.
@@ -155,6 +159,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         cache,
         default_registry: normalize_host(&config.default_registry)
             .map_err(|e| anyhow::anyhow!("default_registry: {e}"))?,
+        blob_io: config.blob_io,
     });
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
 
