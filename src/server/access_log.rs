@@ -35,13 +35,13 @@ pub async fn log_request(request: Request, next: Next) -> Response {
     tracing::info!(
         target: "access",
         method = %method,
-        path = uri.path(),
-        query = uri.query().unwrap_or(""),
+        path = %uri.path(),
+        query = %uri.query().unwrap_or(""),
         status = response.status().as_u16(),
         bytes,
         latency_us = start.elapsed().as_micros() as u64,
-        client = ?client,
-        cache,
+        client = %client.map_or(String::from("-"), |ip| ip.to_string()),
+        cache = %cache,
     );
     response
 }

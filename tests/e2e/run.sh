@@ -1,0 +1,854 @@
+#!/usr/bin/env bash
+# End-to-end suite for ociregistry against real third-party software:
+#   - Debian's docker-registry (Distribution 2.8) as the upstream registry,
+#   - skopeo as a registry client (push to the upstream, pull through ociregistry),
+#   - containerd + ctr as a mirror client (hosts.toml, `?ns=` routing),
+#   - curl for raw HTTP checks of the in-path route.
+# Everything listens on 127.0.0.1 only; all state lives in one `mktemp -d` dir that is removed on exit,
+# and every process started here is stopped by the EXIT trap (also on failure or Ctrl-C).
+#
+# Env:
+#   OCIREGISTRY_BIN   binary under test (default: <repo>/target/debug/ociregistry)
+#   E2E_KEEP=1        keep the temp dir (logs, layouts) for debugging
+#   E2E_VERBOSE=1     print every step's output, not only the output of failed steps
+#   E2E_SNAPSHOTTER   containerd snapshotter used for unpacking (default: native; see below)
+#   E2E_CMD_TIMEOUT   per-client-command timeout in seconds (default 180)
+#
+# Output: one `PASS name` / `FAIL name` line per step, then exactly one line `e2e: N passed, M failed`.
+# Exit status: 0 iff no step failed.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+OCIREGISTRY_BIN="${OCIREGISTRY_BIN:-$REPO_ROOT/target/debug/ociregistry}"
+CMD_TIMEOUT="${E2E_CMD_TIMEOUT:-180}"
+# containerd's default snapshotter (overlayfs) needs kernel overlay support for the unpack mounts, which is
+# not guaranteed inside CI sandboxes/containers; `native` (plain copies) works anywhere as root and still
+# makes containerd decompress every layer and verify it against the config's rootfs.diff_ids.
+SNAPSHOTTER="${E2E_SNAPSHOTTER:-native}"
+TAG="v1"
+REPO_APP="e2e/app"   # pulled by skopeo (default-registry route), curl (in-path route) and containerd (ns route)
+REPO_CTD="e2e/ctd"   # pulled only by containerd, so its first pull through the mirror is cold
+
+MT_INDEX="application/vnd.oci.image.index.v1+json"
+MT_MANIFEST="application/vnd.oci.image.manifest.v1+json"
+MT_CONFIG="application/vnd.oci.image.config.v1+json"
+MT_LAYER="application/vnd.oci.image.layer.v1.tar+gzip"
+ACCEPT_MANIFESTS="$MT_INDEX, $MT_MANIFEST, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json"
+
+log() { printf '%s\n' "$*"; }
+die() { printf 'e2e: error: %s\n' "$*" >&2; exit 2; }
+
+# ---------------------------------------------------------------------------------------------------------
+# Preconditions
+# ---------------------------------------------------------------------------------------------------------
+missing=()
+for tool in docker-registry skopeo containerd ctr jq curl tar gzip sha256sum timeout cmp; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [[ ${#missing[@]} -gt 0 ]]; then
+  die "missing tools: ${missing[*]} (run scripts/install-test-deps as root; Debian packages: docker-registry skopeo containerd jq curl)"
+fi
+# containerd (a system daemon: content store, snapshotter, metadata db) needs root.
+[[ "$(id -u)" -eq 0 ]] || die "must run as root: the suite starts a real containerd"
+[[ -x "$OCIREGISTRY_BIN" ]] || die "ociregistry binary not found or not executable: $OCIREGISTRY_BIN (cargo build first, or set OCIREGISTRY_BIN)"
+OCIREGISTRY_BIN="$(cd "$(dirname "$OCIREGISTRY_BIN")" && pwd)/$(basename "$OCIREGISTRY_BIN")"
+
+# Short base dir: containerd's unix socket path must stay below 108 bytes.
+TMP="$(mktemp -d /tmp/ociregistry-e2e.XXXXXX)"
+PIDDIR="$TMP/pids"
+mkdir -p "$PIDDIR" "$TMP/steps" "$TMP/ok" "$TMP/expect" "$TMP/logs"
+
+# ---------------------------------------------------------------------------------------------------------
+# Process management. Each background process NAME is started through a tiny bash wrapper that records the
+# real pid in $PIDDIR/NAME.pid and, once it exits, its exit status in $PIDDIR/NAME.rc. This works from
+# the main shell and from step subshells alike, and lets us check the exit code after SIGTERM.
+# ---------------------------------------------------------------------------------------------------------
+start_bg() { # NAME LOGFILE CMD...
+  local name=$1 logf=$2
+  shift 2
+  rm -f "$PIDDIR/$name.pid" "$PIDDIR/$name.rc"
+  bash -c 'pd=$1; n=$2; lf=$3; shift 3
+           "$@" </dev/null >"$lf" 2>&1 &
+           p=$!; echo "$p" >"$pd/$n.pid.tmp"; mv "$pd/$n.pid.tmp" "$pd/$n.pid"
+           wait "$p"; echo $? >"$pd/$n.rc.tmp"; mv "$pd/$n.rc.tmp" "$pd/$n.rc"' \
+    _ "$PIDDIR" "$name" "$logf" "$@" </dev/null >/dev/null 2>&1 &
+  echo "$!" >"$PIDDIR/$name.wrapper"
+  local i
+  for i in $(seq 1 100); do
+    [[ -s "$PIDDIR/$name.pid" ]] && return 0
+    sleep 0.05
+  done
+  echo "could not start $name" >&2
+  return 1
+}
+
+pid_of() { cat "$PIDDIR/$1.pid" 2>/dev/null; }
+
+is_running() { # NAME -> true while the process has not exited
+  [[ -s "$PIDDIR/$1.pid" && ! -e "$PIDDIR/$1.rc" ]]
+}
+
+# stop_bg NAME [TIMEOUT_S]: SIGTERM, wait, SIGKILL if needed. Prints the exit status recorded by the wrapper
+# (143 = killed by SIGTERM without handling it, 137 = SIGKILL).
+stop_bg() {
+  local name=$1 t=${2:-10} pid i
+  pid="$(pid_of "$name")" || return 0
+  [[ -n "$pid" ]] || return 0
+  if is_running "$name"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 $((t * 10))); do
+      [[ -e "$PIDDIR/$name.rc" ]] && break
+      sleep 0.1
+    done
+    if [[ ! -e "$PIDDIR/$name.rc" ]]; then
+      echo "$name (pid $pid) did not exit within ${t}s after SIGTERM; sending SIGKILL" >&2
+      kill -KILL "$pid" 2>/dev/null || true
+      for i in $(seq 1 50); do
+        [[ -e "$PIDDIR/$name.rc" ]] && break
+        sleep 0.1
+      done
+    fi
+  fi
+  cat "$PIDDIR/$name.rc" 2>/dev/null || echo "unknown"
+}
+
+cleanup() {
+  local rc=$?
+  set +e
+  trap - EXIT INT TERM
+  local f pid name
+  for f in "$PIDDIR"/*.pid; do
+    [[ -e "$f" ]] || continue
+    name="$(basename "$f" .pid)"
+    is_running "$name" && kill -TERM "$(cat "$f")" 2>/dev/null
+  done
+  for _ in $(seq 1 50); do
+    local alive=0
+    for f in "$PIDDIR"/*.pid; do
+      [[ -e "$f" ]] || continue
+      kill -0 "$(cat "$f")" 2>/dev/null && alive=1
+    done
+    [[ $alive -eq 0 ]] && break
+    sleep 0.1
+  done
+  for f in "$PIDDIR"/*.pid "$PIDDIR"/*.wrapper; do
+    [[ -e "$f" ]] || continue
+    pid="$(cat "$f")"
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+  done
+  # Snapshotters may leave mounts below the temp dir (overlayfs); never leave any behind.
+  if [[ -r /proc/mounts ]]; then
+    awk -v t="$TMP" 'index($2, t) == 1 { print $2 }' /proc/mounts | sort -r | while read -r m; do
+      umount -l "$m" 2>/dev/null
+    done
+  fi
+  if [[ "${E2E_KEEP:-0}" == "1" ]]; then
+    echo "e2e: keeping $TMP" >&2
+  else
+    rm -rf "$TMP"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------------------------------------
+# Steps. run_step NAME FUNC ARGS... runs FUNC in a subshell with errexit active (so any failing command fails
+# the step), captures its output and prints PASS/FAIL. Steps exchange data only through files in $TMP.
+# run_step must NOT be called in a conditional context (`if`, `&&`, `||`): bash would then ignore errexit
+# inside the subshell too. It therefore always returns 0 and leaves the result in STEP_OK (1 = passed);
+# critical_step aborts the suite when a prerequisite fails.
+# ---------------------------------------------------------------------------------------------------------
+PASSED=0
+FAILED=0
+FAILED_NAMES=()
+STEP_NO=0
+
+run_step() {
+  local name=$1
+  shift
+  STEP_NO=$((STEP_NO + 1))
+  local out rc
+  out="$TMP/steps/$(printf '%02d' "$STEP_NO").log"
+  set +e
+  (
+    set -euo pipefail
+    "$@"
+  ) >"$out" 2>&1
+  rc=$?
+  set -e
+  if [[ $rc -eq 0 ]]; then
+    STEP_OK=1
+    PASSED=$((PASSED + 1))
+    log "PASS $name"
+    if [[ "${E2E_VERBOSE:-0}" == "1" ]]; then sed 's/^/    /' "$out"; fi
+    return 0
+  fi
+  STEP_OK=0
+  FAILED=$((FAILED + 1))
+  FAILED_NAMES+=("$name")
+  log "FAIL $name"
+  if [[ "${E2E_VERBOSE:-0}" == "1" ]]; then
+    sed 's/^/    /' "$out"
+  else
+    sed 's/^/    /' "$out" | tail -n 60
+  fi
+  return 0
+}
+
+critical_step() {
+  run_step "$@"
+  if [[ $STEP_OK -ne 1 ]]; then abort; fi
+}
+
+dump_logs() {
+  local f
+  for f in "$TMP"/logs/*.log; do
+    [[ -e "$f" ]] || continue
+    log "----- tail of $(basename "$f") -----"
+    tail -n 40 "$f" | cut -c1-600 | sed 's/^/    /'
+  done
+}
+
+finish() {
+  if [[ $FAILED -gt 0 ]]; then
+    log "failed steps: ${FAILED_NAMES[*]}"
+    dump_logs
+  fi
+  log "e2e: $PASSED passed, $FAILED failed"
+  [[ $FAILED -eq 0 ]]
+}
+
+# A prerequisite failed: the remaining steps cannot run meaningfully.
+abort() {
+  log "aborting: prerequisite step failed, remaining steps not run"
+  finish || exit 1
+  exit 1
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Helpers used inside steps
+# ---------------------------------------------------------------------------------------------------------
+USED_PORTS=" "
+# pick_port VAR: store a free TCP port on 127.0.0.1 in VAR (runs in the current shell so that the ports
+# handed out in this run are remembered and never handed out twice).
+pick_port() {
+  local p
+  for _ in $(seq 1 50); do
+    if command -v python3 >/dev/null 2>&1; then
+      p="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+    else
+      p=$((20000 + RANDOM % 40000))
+      # something answers there -> in use
+      if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then continue; fi
+    fi
+    [[ "$USED_PORTS" == *" $p "* ]] && continue
+    USED_PORTS+="$p "
+    printf -v "$1" '%s' "$p"
+    return 0
+  done
+  echo "no free port found" >&2
+  return 1
+}
+
+expect_eq() { # ACTUAL EXPECTED WHAT
+  if [[ "$1" != "$2" ]]; then
+    echo "mismatch: $3: expected '$2', got '$1'" >&2
+    return 1
+  fi
+}
+
+sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+# largest_blob VARIANT ARCH: digest of the biggest blob of that platform (the random-data layer)
+largest_blob() {
+  local d="" x
+  while read -r x; do
+    if [[ -z "$d" || $(stat -c %s "$TMP/layout-$1/blobs/sha256/${x#sha256:}") -gt $(stat -c %s "$TMP/layout-$1/blobs/sha256/${d#sha256:}") ]]; then d="$x"; fi
+  done <"$TMP/expect/$1/$2.blobs"
+  echo "$d"
+}
+
+# wait_http URL [TIMEOUT_S] [PROCESS_NAME]: wait until GET URL answers 200; fail early if the process died.
+wait_http() {
+  local url=$1 t=${2:-30} name=${3:-} code
+  for _ in $(seq 1 $((t * 10))); do
+    if [[ -n "$name" ]] && ! is_running "$name"; then
+      echo "$name exited (status $(cat "$PIDDIR/$name.rc" 2>/dev/null)) before $url answered" >&2
+      return 1
+    fi
+    code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" 2>/dev/null || true)"
+    [[ "$code" == "200" ]] && return 0
+    sleep 0.1
+  done
+  echo "$url did not answer 200 within ${t}s (last status: ${code:-none})" >&2
+  return 1
+}
+
+# header_value HEADERS_FILE NAME: value of the last occurrence of header NAME (case-insensitive), CR stripped
+header_value() {
+  awk -v n="$(printf '%s' "$2" | tr 'A-Z' 'a-z')" '
+    { line = $0; sub(/\r$/, "", line); i = index(line, ":"); if (i == 0) next
+      k = tolower(substr(line, 1, i - 1)); v = substr(line, i + 1); sub(/^[ \t]+/, "", v); sub(/[ \t]+$/, "", v)
+      if (k == n) last = v }
+    END { print last }' "$1"
+}
+
+sk() { timeout "$CMD_TIMEOUT" skopeo "$@"; }
+
+# ---------------------------------------------------------------------------------------------------------
+# Building an OCI image layout without network access
+# ---------------------------------------------------------------------------------------------------------
+# put_blob LAYOUT FILE -> moves FILE into LAYOUT/blobs/sha256/<hex>, prints "sha256:<hex> <size>"
+put_blob() {
+  local layout=$1 f=$2 h s
+  h="$(sha256_of "$f")"
+  s="$(stat -c %s "$f")"
+  mv "$f" "$layout/blobs/sha256/$h"
+  echo "sha256:$h $s"
+}
+
+# build_image LAYOUT VARIANT RANDOM_KIB: two platforms (linux/amd64, linux/arm64/v8), each with
+#   layer 1: a few small files (text, a script, a symlink, a directory tree), gzip'd tar
+#   layer 2: RANDOM_KIB KiB of random data (incompressible: exercises streaming of a multi-MiB blob)
+# a config blob with rootfs.diff_ids = sha256 of the uncompressed tars, one image manifest per platform and an
+# image index, referenced from the layout's index.json as $TAG.
+# Expected values are written to $TMP/expect/VARIANT/.
+build_image() {
+  local layout=$1 variant=$2 kib=$3
+  local work="$TMP/build/$variant" exp="$TMP/expect/$variant"
+  mkdir -p "$layout/blobs/sha256" "$work" "$exp"
+  printf '{"imageLayoutVersion":"1.0.0"}' >"$layout/oci-layout"
+  local created="2024-01-01T00:00:00Z"
+  local descs="[]"
+  local arch
+  for arch in amd64 arm64; do
+    local r="$work/$arch" platform_json
+    mkdir -p "$r/l1/etc" "$r/l1/app/bin" "$r/l1/app/share/doc" "$r/l2/data"
+    printf 'NAME=ociregistry-e2e\nVARIANT=%s\nARCH=%s\n' "$variant" "$arch" >"$r/l1/etc/os-release"
+    printf '#!/bin/sh\necho "hello from %s on %s"\n' "$variant" "$arch" >"$r/l1/app/bin/hello"
+    chmod 0755 "$r/l1/app/bin/hello"
+    ln -s hello "$r/l1/app/bin/hi"
+    printf 'ociregistry end-to-end test image (%s)\n' "$variant" >"$r/l1/app/share/doc/README"
+    head -c 4096 /dev/urandom | od -An -tx1 >"$r/l1/app/share/doc/noise.txt"
+    head -c "$((kib * 1024))" /dev/urandom >"$r/l2/data/random.bin"
+
+    local layers="[]" diffs="[]" l
+    for l in l1 l2; do
+      tar --sort=name --mtime='@1704067200' --owner=0 --group=0 --numeric-owner \
+        -C "$r/$l" -cf "$r/$l.tar" .
+      local diff_id
+      diff_id="sha256:$(sha256_of "$r/$l.tar")"
+      gzip -n -6 -c "$r/$l.tar" >"$r/$l.tar.gz"
+      local d s
+      read -r d s < <(put_blob "$layout" "$r/$l.tar.gz")
+      layers="$(jq -c --arg d "$d" --argjson s "$s" --arg mt "$MT_LAYER" '. + [{mediaType: $mt, digest: $d, size: $s}]' <<<"$layers")"
+      diffs="$(jq -c --arg d "$diff_id" '. + [$d]' <<<"$diffs")"
+      echo "$d" >>"$exp/$arch.blobs"
+    done
+
+    if [[ $arch == arm64 ]]; then
+      platform_json='{"architecture":"arm64","os":"linux","variant":"v8"}'
+    else
+      platform_json='{"architecture":"amd64","os":"linux"}'
+    fi
+    jq -n -c --argjson p "$platform_json" --argjson diffs "$diffs" --arg created "$created" --arg v "$variant" '
+      $p + {
+        created: $created,
+        config: {
+          Env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+          Entrypoint: ["/app/bin/hello"],
+          WorkingDir: "/app",
+          Labels: {"org.opencontainers.image.title": ("ociregistry-e2e-" + $v)}
+        },
+        rootfs: {type: "layers", diff_ids: $diffs},
+        history: [
+          {created: $created, created_by: "e2e: small files"},
+          {created: $created, created_by: "e2e: random data"}
+        ]
+      }' >"$r/config.json"
+    local cd cs
+    read -r cd cs < <(put_blob "$layout" "$r/config.json")
+    echo "$cd" >>"$exp/$arch.blobs"
+
+    jq -n -c --arg mt "$MT_MANIFEST" --arg cmt "$MT_CONFIG" --arg cd "$cd" --argjson cs "$cs" --argjson layers "$layers" '
+      {schemaVersion: 2, mediaType: $mt, config: {mediaType: $cmt, digest: $cd, size: $cs}, layers: $layers}' \
+      >"$r/manifest.json"
+    local md ms
+    read -r md ms < <(put_blob "$layout" "$r/manifest.json")
+    echo "$md" >>"$exp/$arch.blobs"
+    echo "$md" >"$exp/$arch.manifest"
+    descs="$(jq -c --arg mt "$MT_MANIFEST" --arg d "$md" --argjson s "$ms" --argjson p "$platform_json" \
+      '. + [{mediaType: $mt, digest: $d, size: $s, platform: $p}]' <<<"$descs")"
+  done
+
+  jq -n -c --arg mt "$MT_INDEX" --argjson m "$descs" \
+    '{schemaVersion: 2, mediaType: $mt, manifests: $m, annotations: {"org.opencontainers.image.description": "ociregistry e2e"}}' \
+    >"$work/index.json"
+  local id is
+  read -r id is < <(put_blob "$layout" "$work/index.json")
+  echo "$id" >"$exp/index.digest"
+  jq -n -c --arg mt "$MT_INDEX" --arg d "$id" --argjson s "$is" --arg tag "$TAG" \
+    '{schemaVersion: 2, manifests: [{mediaType: $mt, digest: $d, size: $s, annotations: {"org.opencontainers.image.ref.name": $tag}}]}' \
+    >"$layout/index.json"
+  (cd "$layout/blobs/sha256" && ls | sed 's/^/sha256:/' | sort) >"$exp/blobs.list"
+  echo "built $variant: index $id, $(wc -l <"$exp/blobs.list") blobs, $(du -sk "$layout/blobs" | cut -f1) KiB"
+}
+
+# compare_layout SRC OUT VARIANT: OUT (written by skopeo) holds exactly the pushed blobs, byte for byte,
+# and its $TAG points at the pushed index digest.
+compare_layout() {
+  local src=$1 out=$2 variant=$3
+  local exp="$TMP/expect/$variant"
+  local got_index
+  got_index="$(jq -r --arg tag "$TAG" '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == $tag) | .digest' "$out/index.json")"
+  expect_eq "$got_index" "$(cat "$exp/index.digest")" "index digest of pulled $variant:$TAG"
+  local got_list
+  got_list="$(cd "$out/blobs/sha256" && ls | sed 's/^/sha256:/' | sort)"
+  if [[ "$got_list" != "$(cat "$exp/blobs.list")" ]]; then
+    echo "pulled blob set differs from pushed one:" >&2
+    diff <(cat "$exp/blobs.list") <(echo "$got_list") >&2 || true
+    return 1
+  fi
+  local d h
+  while read -r d; do
+    h="${d#sha256:}"
+    cmp "$src/blobs/sha256/$h" "$out/blobs/sha256/$h"
+    expect_eq "sha256:$(sha256_of "$out/blobs/sha256/$h")" "$d" "content digest of pulled blob"
+  done <"$exp/blobs.list"
+  echo "$variant: index $got_index and $(wc -l <"$exp/blobs.list") blobs identical to what was pushed"
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Step implementations
+# ---------------------------------------------------------------------------------------------------------
+pick_port UPPORT
+pick_port OCIPORT
+pick_port DEADPORT   # nothing ever listens here
+UP="127.0.0.1:$UPPORT"
+OCI="127.0.0.1:$OCIPORT"
+echo "e2e: temp dir $TMP; upstream $UP; ociregistry $OCI; binary $OCIREGISTRY_BIN"
+
+step_start_upstream() {
+  mkdir -p "$TMP/upstream/data"
+  cat >"$TMP/upstream/config.yml" <<EOF
+version: 0.1
+log:
+  level: info
+storage:
+  filesystem:
+    rootdirectory: $TMP/upstream/data
+  delete:
+    enabled: true
+http:
+  addr: $UP
+EOF
+  start_bg upstream "$TMP/logs/docker-registry.log" docker-registry serve "$TMP/upstream/config.yml"
+  wait_http "http://$UP/v2/" 30 upstream
+  echo "docker-registry serves http://$UP/v2/"
+}
+
+step_build_images() {
+  build_image "$TMP/layout-app" app 4096
+  build_image "$TMP/layout-ctd" ctd 2048
+}
+
+step_push() { # VARIANT REPO
+  local variant=$1 repo=$2
+  sk copy --all --preserve-digests --dest-tls-verify=false \
+    "oci:$TMP/layout-$variant:$TAG" "docker://$UP/$repo:$TAG"
+  local raw="$TMP/push-$variant.raw"
+  sk inspect --raw --tls-verify=false "docker://$UP/$repo:$TAG" >"$raw"
+  expect_eq "sha256:$(sha256_of "$raw")" "$(cat "$TMP/expect/$variant/index.digest")" "upstream index digest of $repo:$TAG"
+  echo "pushed $repo:$TAG, upstream index digest $(cat "$TMP/expect/$variant/index.digest")"
+}
+
+write_ociregistry_config() {
+  # default_registry points at the upstream because skopeo (like every docker-reference-based client) cannot
+  # express the in-path form /v2/127.0.0.1:PORT/repo: a ':' is not allowed in a repository path component
+  # ("invalid reference format"). The in-path route is checked with curl instead, the ns route with
+  # containerd. tag_ttl is short so that the upstream-down steps exercise stale-if-error for tags.
+  cat >"$TMP/config.yaml" <<EOF
+log_level: info
+default_registry: $UP
+tag_ttl: 2s
+registries:
+  - name: $UP
+    scheme: http
+EOF
+}
+
+# start_ociregistry LOGNAME: --listen/--data-dir/--config-file exactly as an operator would
+start_ociregistry() {
+  local logname=$1
+  start_bg ociregistry "$TMP/logs/$logname.log" "$OCIREGISTRY_BIN" serve \
+    --listen "$OCI" --data-dir "$TMP/data" --config-file "$TMP/config.yaml"
+  wait_http "http://$OCI/v2/" 30 ociregistry
+}
+
+step_start_ociregistry() {
+  write_ociregistry_config
+  start_ociregistry ociregistry
+  # contract: once bound, a line `listening on http://ADDR` with the real address appears on stderr
+  local line addr=""
+  for _ in $(seq 1 50); do
+    line="$(grep -aoE 'listening on http://[0-9.:]+' "$TMP/logs/ociregistry.log" | head -n 1 || true)"
+    if [[ -n "$line" ]]; then addr="${line#listening on http://}"; break; fi
+    sleep 0.1
+  done
+  expect_eq "$addr" "$OCI" "address in the 'listening on http://' log line"
+  echo "ociregistry answers 200 on http://$OCI/v2/ and logged '$line'"
+}
+
+step_base_endpoint() {
+  local h="$TMP/base.h" b="$TMP/base.b" code
+  code="$(curl -sS -D "$h" -o "$b" -w '%{http_code}' "http://$OCI/v2/")"
+  expect_eq "$code" 200 "GET /v2/ status"
+  expect_eq "$(header_value "$h" Docker-Distribution-API-Version)" "registry/2.0" "Docker-Distribution-API-Version header"
+  expect_eq "$(jq -c . "$b")" "{}" "GET /v2/ body"
+}
+
+# skopeo, a real client, pulls the whole multi-platform image through ociregistry (default-registry route)
+step_skopeo_pull() { # OUTNAME
+  local out="$TMP/$1"
+  sk copy --all --preserve-digests --src-tls-verify=false \
+    "docker://$OCI/$REPO_APP:$TAG" "oci:$out:$TAG"
+  compare_layout "$TMP/layout-app" "$out" app
+  # and the manifests as seen by skopeo directly, by tag and by digest
+  sk inspect --raw --tls-verify=false "docker://$OCI/$REPO_APP:$TAG" >"$TMP/$1.index.raw"
+  expect_eq "sha256:$(sha256_of "$TMP/$1.index.raw")" "$(cat "$TMP/expect/app/index.digest")" "index via skopeo inspect --raw"
+  local arch md
+  for arch in amd64 arm64; do
+    md="$(cat "$TMP/expect/app/$arch.manifest")"
+    sk inspect --raw --tls-verify=false "docker://$OCI/$REPO_APP@$md" >"$TMP/$1.$arch.raw"
+    expect_eq "sha256:$(sha256_of "$TMP/$1.$arch.raw")" "$md" "$arch manifest via skopeo inspect --raw"
+  done
+}
+
+# http_get URL ACCEPT OUTFILE HEADERFILE [METHOD] -> prints status
+http_get() {
+  local url=$1 accept=$2 body=$3 hdr=$4 method=${5:-GET}
+  if [[ $method == HEAD ]]; then
+    curl -sS -I -H "Accept: $accept" -D "$hdr" -o /dev/null -w '%{http_code}' --max-time 60 "$url"
+    : >"$body"
+  else
+    curl -sS -H "Accept: $accept" -D "$hdr" -o "$body" -w '%{http_code}' --max-time 120 "$url"
+  fi
+}
+
+# check_object URL DIGEST KIND(manifest|blob) [EXPECTED_CONTENT_TYPE]
+check_object() {
+  local url=$1 digest=$2 kind=$3 ctype=${4:-} accept code
+  local b="$TMP/obj.b" h="$TMP/obj.h"
+  if [[ $kind == manifest ]]; then accept="$ACCEPT_MANIFESTS"; else accept="*/*"; fi
+  code="$(http_get "$url" "$accept" "$b" "$h")"
+  expect_eq "$code" 200 "GET $url status"
+  expect_eq "sha256:$(sha256_of "$b")" "$digest" "sha256 of GET $url body"
+  expect_eq "$(header_value "$h" Docker-Content-Digest)" "$digest" "Docker-Content-Digest of GET $url"
+  expect_eq "$(header_value "$h" Content-Length)" "$(stat -c %s "$b")" "Content-Length of GET $url"
+  if [[ -n "$ctype" ]]; then
+    expect_eq "$(header_value "$h" Content-Type)" "$ctype" "Content-Type of GET $url"
+  fi
+  # HEAD agrees with GET
+  code="$(http_get "$url" "$accept" "$b.head" "$h.head" HEAD)"
+  expect_eq "$code" 200 "HEAD $url status"
+  expect_eq "$(header_value "$h.head" Docker-Content-Digest)" "$digest" "Docker-Content-Digest of HEAD $url"
+  expect_eq "$(header_value "$h.head" Content-Length)" "$(stat -c %s "$b")" "Content-Length of HEAD $url"
+}
+
+# In-path route /v2/127.0.0.1:UPPORT/e2e/app/...: index by tag, both manifests by digest, every blob by digest
+step_inpath_curl() {
+  local base="http://$OCI/v2/$UP/$REPO_APP" arch d
+  check_object "$base/manifests/$TAG" "$(cat "$TMP/expect/app/index.digest")" manifest "$MT_INDEX"
+  for arch in amd64 arm64; do
+    check_object "$base/manifests/$(cat "$TMP/expect/app/$arch.manifest")" "$(cat "$TMP/expect/app/$arch.manifest")" manifest "$MT_MANIFEST"
+    while read -r d; do
+      [[ "$d" == "$(cat "$TMP/expect/app/$arch.manifest")" ]] && continue
+      check_object "$base/blobs/$d" "$d" blob "application/octet-stream"
+    done <"$TMP/expect/app/$arch.blobs"
+  done
+  echo "in-path route: index, 2 manifests and all blobs byte-exact with matching headers"
+}
+
+# ?ns= must select the upstream: the same repo/tag with ns naming a dead registry must fail with 502
+# UNAVAILABLE (if ns were ignored, the default registry would answer 200), and ns naming the live upstream
+# must give the index.
+step_ns_routing() {
+  local b="$TMP/ns.b" h="$TMP/ns.h" code
+  code="$(http_get "http://$OCI/v2/$REPO_APP/manifests/$TAG?ns=$UP" "$ACCEPT_MANIFESTS" "$b" "$h")"
+  expect_eq "$code" 200 "GET /v2/$REPO_APP/manifests/$TAG?ns=$UP status"
+  expect_eq "sha256:$(sha256_of "$b")" "$(cat "$TMP/expect/app/index.digest")" "index digest via ns=$UP"
+  code="$(http_get "http://$OCI/v2/$REPO_APP/manifests/$TAG?ns=127.0.0.1%3A$DEADPORT" "$ACCEPT_MANIFESTS" "$b" "$h")"
+  expect_eq "$code" 502 "GET /v2/$REPO_APP/manifests/$TAG?ns=127.0.0.1%3A$DEADPORT status (unreachable upstream)"
+  expect_eq "$(header_value "$h" Content-Type | cut -d';' -f1)" "application/json" "Content-Type of the error"
+  expect_eq "$(jq -r '.errors[0].code' "$b")" "UNAVAILABLE" "error code for unreachable ns upstream"
+  # same for the in-path route
+  code="$(http_get "http://$OCI/v2/127.0.0.1:$DEADPORT/$REPO_APP/manifests/$TAG" "$ACCEPT_MANIFESTS" "$b" "$h")"
+  expect_eq "$code" 502 "GET /v2/127.0.0.1:$DEADPORT/$REPO_APP/manifests/$TAG status (unreachable upstream)"
+  expect_eq "$(jq -r '.errors[0].code' "$b")" "UNAVAILABLE" "error code for unreachable in-path upstream"
+}
+
+# Range request on a cached multi-MiB blob (containerd resumes interrupted downloads with Range).
+step_range() {
+  local d big h="$TMP/range.h" b="$TMP/range.b" code
+  # the largest amd64 layer of app = the random-data layer
+  big="$(ls -S "$TMP/layout-app/blobs/sha256" | head -n 1)"
+  d="sha256:$big"
+  code="$(curl -sS -H 'Range: bytes=1000-1999' -D "$h" -o "$b" -w '%{http_code}' --max-time 60 "http://$OCI/v2/$REPO_APP/blobs/$d")"
+  expect_eq "$code" 206 "GET blob with Range: bytes=1000-1999 status"
+  expect_eq "$(stat -c %s "$b")" 1000 "length of the 206 body"
+  cmp "$b" <(tail -c +1001 "$TMP/layout-app/blobs/sha256/$big" | head -c 1000)
+  expect_eq "$(header_value "$h" Content-Range)" "bytes 1000-1999/$(stat -c %s "$TMP/layout-app/blobs/sha256/$big")" "Content-Range"
+}
+
+# Several clients read the same cold blob at once: all get the right bytes, the upstream sees ONE GET for it.
+# The arm64 random-data layer of e2e/ctd is never requested before this step (containerd pulls linux/amd64).
+step_concurrent_cold() {
+  local d
+  d="$(largest_blob ctd arm64)"
+  local before
+  before="$(grep -acE "\"GET /v2/$REPO_CTD/blobs/$d " "$TMP/logs/docker-registry.log" || true)"
+  expect_eq "$before" 0 "upstream GETs of $d before the step"
+  local i pids=()
+  for i in 1 2 3 4; do
+    curl -sS -o "$TMP/conc.$i" --max-time 120 "http://$OCI/v2/$UP/$REPO_CTD/blobs/$d" &
+    pids+=("$!")
+  done
+  for i in "${pids[@]}"; do wait "$i"; done
+  for i in 1 2 3 4; do
+    expect_eq "sha256:$(sha256_of "$TMP/conc.$i")" "$d" "digest of concurrent reader $i's body"
+  done
+  # docker-registry writes its access-log line after the response: wait for it, then a little longer so
+  # that a second (wrong) upstream GET would show up too
+  local n=0
+  for _ in $(seq 1 50); do
+    n="$(grep -acE "\"GET /v2/$REPO_CTD/blobs/$d " "$TMP/logs/docker-registry.log" || true)"
+    [[ "$n" -ge 1 ]] && break
+    sleep 0.1
+  done
+  sleep 1
+  n="$(grep -acE "\"GET /v2/$REPO_CTD/blobs/$d " "$TMP/logs/docker-registry.log" || true)"
+  expect_eq "$n" 1 "number of upstream GETs for $d after 4 concurrent cold readers"
+}
+
+# containerd ---------------------------------------------------------------------------------------------
+# start_containerd NAME: root/state/sockets under $TMP/NAME; the CRI plugin is disabled (not needed, noisy).
+start_containerd() {
+  local name=$1 d="$TMP/$1"
+  mkdir -p "$d"
+  cat >"$d/config.toml" <<EOF
+version = 2
+root = "$d/root"
+state = "$d/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$d/ctd.sock"
+[ttrpc]
+  address = "$d/ctd.sock.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$d/opt"
+EOF
+  # ociregistry is a mirror of the upstream; the upstream itself stays the fallback `server`
+  mkdir -p "$TMP/hosts/$UP"
+  cat >"$TMP/hosts/$UP/hosts.toml" <<EOF
+server = "http://$UP"
+
+[host."http://$OCI"]
+  capabilities = ["pull", "resolve"]
+EOF
+  start_bg "$name" "$TMP/logs/$name.log" containerd --config "$d/config.toml"
+  for _ in $(seq 1 300); do
+    if ! is_running "$name"; then echo "containerd exited early" >&2; return 1; fi
+    if [[ -S "$d/ctd.sock" ]] && timeout 10 ctr --address "$d/ctd.sock" version >/dev/null 2>&1; then
+      echo "containerd ($name) is up at $d/ctd.sock"
+      touch "$TMP/ok/$name"
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "containerd did not come up" >&2
+  return 1
+}
+
+ctr_() { # NAME ARGS...
+  local name=$1
+  shift
+  timeout "$CMD_TIMEOUT" ctr --address "$TMP/$name/ctd.sock" "$@"
+}
+
+# ctd_pull CTD VARIANT REPO: real `ctr images pull` (with unpack) of linux/amd64 through the mirror, then
+# verify the image target digest and that the amd64 manifest, config and layers are in the content store
+# and that the image is complete and unpacked.
+ctd_pull() {
+  local ctd=$1 variant=$2 repo=$3
+  [[ -e "$TMP/ok/$ctd" ]] || { echo "containerd $ctd is not running" >&2; return 1; }
+  local ref="$UP/$repo:$TAG"
+  ctr_ "$ctd" images pull --hosts-dir "$TMP/hosts" --plain-http --platform linux/amd64 \
+    --snapshotter "$SNAPSHOTTER" "$ref"
+  local target
+  target="$(ctr_ "$ctd" images ls | awk -v r="$ref" '$1 == r { print $3 }')"
+  expect_eq "$target" "$(cat "$TMP/expect/$variant/index.digest")" "containerd image target digest of $ref"
+  local have d
+  have="$(ctr_ "$ctd" content ls -q)"
+  while read -r d; do
+    if ! grep -qxF "$d" <<<"$have"; then
+      echo "blob $d (linux/amd64) missing from containerd's content store" >&2
+      return 1
+    fi
+  done <"$TMP/expect/$variant/amd64.blobs"
+  # `ctr images check` (with the snapshotter used for the pull): all content present and unpacked
+  local check line
+  check="$(ctr_ "$ctd" images check --snapshotter "$SNAPSHOTTER" "name==$ref")"
+  echo "$check"
+  line="$(awk -v r="$ref" '$1 == r' <<<"$check")"
+  [[ "$line" == *complete* ]] || { echo "image $ref not complete in containerd" >&2; return 1; }
+  [[ "$(awk '{ print $NF }' <<<"$line")" == "true" ]] || { echo "image $ref not unpacked by containerd" >&2; return 1; }
+  echo "containerd pulled and unpacked $ref ($target)"
+}
+
+count_log_lines() { # REGEX
+  grep -acE "$1" "$TMP/logs/ociregistry.log" || true
+}
+
+# The first containerd pull of e2e/ctd is cold: ociregistry must fetch everything from the upstream while
+# streaming it to containerd. Proof that it went through ociregistry: new access-log lines for /v2/e2e/ctd/
+# (nothing else ever requests that repository from ociregistry).
+step_ctd_pull_cold() {
+  local before after
+  before="$(count_log_lines "/v2/$REPO_CTD/(manifests|blobs)/")"
+  ctd_pull ctd1 ctd "$REPO_CTD"
+  after="$(count_log_lines "/v2/$REPO_CTD/(manifests|blobs)/")"
+  echo "ociregistry access log: $((after - before)) requests for /v2/$REPO_CTD/ during the pull"
+  # manifest by tag (HEAD/GET), amd64 manifest, config and 2 layers at least
+  [[ $((after - before)) -ge 5 ]] || { echo "containerd's requests did not reach ociregistry" >&2; return 1; }
+  local ns
+  ns="$(grep -acE "ns=127\.0\.0\.1(%3A|:)$UPPORT" "$TMP/logs/ociregistry.log" || true)"
+  echo "access-log lines showing ns=$UP: $ns (informational: the contract does not require the query in the log)"
+}
+
+step_ctd_pull_warm() {
+  local before after
+  before="$(count_log_lines "/v2/$REPO_APP/(manifests|blobs)/")"
+  ctd_pull ctd1 app "$REPO_APP"
+  after="$(count_log_lines "/v2/$REPO_APP/(manifests|blobs)/")"
+  echo "ociregistry access log: $((after - before)) requests for /v2/$REPO_APP/ during the pull"
+  [[ $((after - before)) -ge 5 ]] || { echo "containerd's requests did not reach ociregistry" >&2; return 1; }
+}
+
+# contract: blobs are stored content-addressed as <data-dir>/blobs/sha256/ab/abcdef...
+step_cache_store() {
+  local v d h f n=0
+  for v in app ctd; do
+    local list="$TMP/expect/$v/blobs.list"
+    [[ $v == ctd ]] && list="$TMP/expect/$v/amd64.blobs"   # containerd fetched linux/amd64 only
+    while read -r d; do
+      h="${d#sha256:}"
+      f="$TMP/data/blobs/sha256/${h:0:2}/$h"
+      if [[ ! -f "$f" ]]; then
+        # manifests may legitimately live in the index database instead of the blob store
+        if grep -qxF "$d" "$TMP/expect/$v/"*.manifest 2>/dev/null || [[ "$d" == "$(cat "$TMP/expect/$v/index.digest")" ]]; then
+          continue
+        fi
+        echo "blob $d not found at $f" >&2
+        return 1
+      fi
+      expect_eq "sha256:$(sha256_of "$f")" "$d" "content of cached $f"
+      n=$((n + 1))
+    done <"$list"
+  done
+  [[ -f "$TMP/data/index.redb" ]] || { echo "missing $TMP/data/index.redb" >&2; return 1; }
+  echo "$n blobs stored content-addressed under $TMP/data/blobs, index.redb present"
+}
+
+# Contract: one access-log line per request on stderr containing method, path, status and
+# `cache=hit|miss|-`. Checked on containerd's requests for the amd64 random-data layers: e2e/ctd's was cold
+# (cache=miss), e2e/app's had been cached by the earlier skopeo pull (cache=hit). The log is matched as
+# written, the way harnesses read it.
+step_access_log() {
+  local logf="$TMP/logs/ociregistry.log" d lines
+  d="$(largest_blob ctd amd64)"
+  lines="$(grep -aF "/v2/$REPO_CTD/blobs/$d" "$logf" | grep -aF 'ns=' || true)"
+  [[ -n "$lines" ]] || { echo "no access-log line for containerd's GET /v2/$REPO_CTD/blobs/$d?ns=..." >&2; return 1; }
+  echo "containerd's cold layer request as logged:"
+  echo "$lines" | cat -v
+  grep -aqE 'GET' <<<"$lines" || { echo "access-log line lacks the method GET" >&2; return 1; }
+  grep -aqE '(^|[^0-9a-f])200([^0-9a-f]|$)' <<<"$lines" || { echo "access-log line lacks the status 200" >&2; return 1; }
+  grep -aqE 'cache=miss' <<<"$lines" || { echo "access-log line for a cold blob lacks 'cache=miss'" >&2; return 1; }
+  d="$(largest_blob app amd64)"
+  lines="$(grep -aF "/v2/$REPO_APP/blobs/$d" "$logf" | grep -aF 'ns=' || true)"
+  [[ -n "$lines" ]] || { echo "no access-log line for containerd's GET /v2/$REPO_APP/blobs/$d?ns=..." >&2; return 1; }
+  echo "containerd's warm layer request as logged:"
+  echo "$lines" | cat -v
+  grep -aqE 'cache=hit' <<<"$lines" || { echo "access-log line for a cached blob lacks 'cache=hit'" >&2; return 1; }
+  if grep -aq $'\e\[' "$logf"; then
+    echo "note: the log contains ANSI escape sequences although stderr is a file, not a terminal" >&2
+  fi
+}
+
+step_stop_upstream() {
+  local rc
+  rc="$(stop_bg upstream 10)"
+  echo "docker-registry stopped (status $rc)"
+  if curl -s -o /dev/null --max-time 2 "http://$UP/v2/"; then
+    echo "upstream still answers" >&2
+    return 1
+  fi
+  # make every cached tag mapping older than tag_ttl (2s), so tag lookups must use stale-if-error
+  sleep 3
+}
+
+# A brand-new containerd (empty content store) pulls both images while the upstream is down: only
+# ociregistry can serve them.
+step_ctd_fresh_pull_upstream_down() {
+  stop_bg ctd1 10 >/dev/null
+  rm -f "$TMP/ok/ctd1"
+  start_containerd ctd2
+  local have
+  have="$(ctr_ ctd2 content ls -q)"
+  [[ -z "$have" ]] || { echo "fresh containerd content store is not empty" >&2; return 1; }
+  ctd_pull ctd2 app "$REPO_APP"
+  ctd_pull ctd2 ctd "$REPO_CTD"
+}
+
+step_graceful_shutdown() {
+  local rc
+  rc="$(stop_bg ociregistry 15)"
+  expect_eq "$rc" 0 "ociregistry exit status after SIGTERM"
+}
+
+# Restart on the same data dir (upstream still down): the persisted index and blobs serve everything.
+step_restart_persistence() {
+  start_ociregistry ociregistry-restart
+  sk copy --all --preserve-digests --src-tls-verify=false \
+    "docker://$OCI/$REPO_APP:$TAG" "oci:$TMP/pull-restart:$TAG"
+  compare_layout "$TMP/layout-app" "$TMP/pull-restart" app
+  check_object "http://$OCI/v2/$UP/$REPO_CTD/manifests/$TAG" "$(cat "$TMP/expect/ctd/index.digest")" manifest "$MT_INDEX"
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# The suite
+# ---------------------------------------------------------------------------------------------------------
+critical_step "upstream docker-registry starts" step_start_upstream
+critical_step "build OCI image layouts (2 platforms, gzip'd tar layers)" step_build_images
+critical_step "skopeo pushes $REPO_APP:$TAG (index) to upstream" step_push app "$REPO_APP"
+critical_step "skopeo pushes $REPO_CTD:$TAG (index) to upstream" step_push ctd "$REPO_CTD"
+critical_step "ociregistry serve starts and answers GET /v2/" step_start_ociregistry
+run_step "GET /v2/ headers and body" step_base_endpoint
+run_step "skopeo pull --all through ociregistry (cold, default-registry route): same index and blob digests" step_skopeo_pull pull-cold
+run_step "in-path route /v2/$UP/$REPO_APP: manifests and blobs byte-exact" step_inpath_curl
+run_step "ns= query selects the upstream (dead ns -> 502 UNAVAILABLE)" step_ns_routing
+run_step "Range request on a blob -> 206 with the right bytes" step_range
+run_step "4 concurrent cold readers of one blob -> 1 upstream GET, all bodies correct" step_concurrent_cold
+run_step "containerd starts" start_containerd ctd1
+run_step "containerd pulls $REPO_CTD via mirror (cold, ns route) and unpacks" step_ctd_pull_cold
+run_step "containerd pulls $REPO_APP via mirror (warm, ns route) and unpacks" step_ctd_pull_warm
+run_step "access log: method, path, status, cache=miss (cold) / cache=hit (warm)" step_access_log
+run_step "cache store holds content-addressed blobs" step_cache_store
+run_step "stop upstream docker-registry" step_stop_upstream
+run_step "skopeo pull --all with upstream down (tag past tag_ttl: stale-if-error): same digests" step_skopeo_pull pull-upstream-down
+run_step "fresh containerd pulls both images with upstream down (only ociregistry can serve)" step_ctd_fresh_pull_upstream_down
+run_step "ociregistry exits 0 on SIGTERM" step_graceful_shutdown
+run_step "ociregistry restarted on same data dir serves from persisted cache (upstream down)" step_restart_persistence
+
+finish || exit 1

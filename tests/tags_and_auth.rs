@@ -1,0 +1,166 @@
+//! Tag caching and upstream auth: within `tag_ttl` a tag is answered from cache without asking the
+//! upstream; after it the upstream is asked again (a moved tag is followed) and, when the upstream
+//! is down, the cached mapping is served (stale-if-error). Bearer tokens are fetched once per
+//! repository scope and reused, not fetched per request.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tag_is_answered_from_cache_within_ttl() {
+    bounded(async {
+        let fx = Fixture::new().await;
+        let image = ImageBuilder::oci().small().seed(50).build();
+        fx.upstream.push_image(REPO, "v1", &image);
+        let in_path = fx.in_path(REPO);
+        let ns = fx.target(REPO, Form::Ns);
+
+        check_manifest(&fx.client, &in_path, "v1", &image.index).await;
+        for _ in 0..5 {
+            let h = head_manifest(&fx.client, &in_path.manifest_url("v1")).await;
+            assert_manifest_response(&h, &image.index, true, "HEAD v1");
+        }
+        for _ in 0..3 {
+            check_manifest(&fx.client, &in_path, "v1", &image.index).await;
+            check_manifest(&fx.client, &ns, "v1", &image.index).await;
+        }
+        assert_eq!(
+            fx.upstream.manifest_gets(REPO, "v1"),
+            1,
+            "tag must be answered from cache within tag_ttl; upstream log: {:#?}",
+            fx.upstream.request_log()
+        );
+        assert_eq!(fx.upstream.manifest_heads(REPO, "v1"), 0);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tag_is_revalidated_after_ttl_and_served_stale_when_upstream_is_down() {
+    bounded(async {
+        let fx = Fixture::with(UpstreamOptions::default(), |c| c.tag_ttl("1s")).await;
+        let old = ImageBuilder::oci().small().seed(51).build();
+        let new = ImageBuilder::oci().small().seed(52).build();
+        fx.upstream.push_image(REPO, "v1", &new);
+        fx.upstream.push_image(REPO, "v1", &old);
+        let target = fx.in_path(REPO);
+
+        check_manifest(&fx.client, &target, "v1", &old.index).await;
+        assert_eq!(fx.upstream.manifest_gets(REPO, "v1"), 1);
+
+        // Moved upstream, but still within the TTL: the cached mapping is served.
+        fx.upstream.set_tag(REPO, "v1", &new.index.digest);
+        check_manifest(&fx.client, &target, "v1", &old.index).await;
+        assert_eq!(fx.upstream.manifest_gets(REPO, "v1"), 1);
+
+        // After the TTL the upstream is asked again and the new mapping is served.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        check_manifest(&fx.client, &target, "v1", &new.index).await;
+        assert_eq!(fx.upstream.manifest_gets(REPO, "v1"), 2);
+
+        // Expired again with the upstream gone: stale-if-error.
+        fx.upstream.stop().await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        check_manifest(&fx.client, &target, "v1", &new.index).await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bearer_token_is_fetched_once_and_reused() {
+    bounded(async {
+        let fx = Fixture::new().await;
+        let image = ImageBuilder::oci().small().seed(53).build();
+        fx.upstream.push_image(REPO, "v1", &image);
+        fx.upstream.push_image(REPO, "v2", &image);
+        fx.upstream.push_image("team/other", "v1", &image);
+
+        pull_image(&fx.client, &fx.in_path(REPO), "v1", &image).await;
+        // index + 2 child manifests + 2 configs + 4 layers went upstream with one token.
+        assert!(fx.upstream.total_requests() >= 9);
+        assert_eq!(
+            fx.upstream.token_fetches(),
+            1,
+            "one token for all requests of one repository; upstream log: {:#?}",
+            fx.upstream.request_log()
+        );
+        assert!(
+            fx.upstream.unauthorized() <= 2,
+            "{} requests were answered 401: the token is not reused",
+            fx.upstream.unauthorized()
+        );
+
+        // Another repository needs a token with another scope.
+        check_manifest(&fx.client, &fx.in_path("team/other"), "v1", &image.index).await;
+        assert_eq!(fx.upstream.token_fetches(), 2);
+
+        // Back to the first repository: its token is still valid and cached.
+        check_manifest(&fx.client, &fx.in_path(REPO), "v2", &image.index).await;
+        assert_eq!(fx.upstream.manifest_gets(REPO, "v2"), 1);
+        assert_eq!(
+            fx.upstream.token_fetches(),
+            2,
+            "the first repository's token (expires_in 300) must still be cached; log: {:#?}",
+            fx.upstream.request_log()
+        );
+        assert!(fx.upstream.unauthorized() <= 4);
+    })
+    .await
+}
+
+/// A HEAD of a tag that is not cached yet returns the manifest's headers; the upstream is asked
+/// once, with GET, and the following GET is answered from cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cold_head_of_tag_fetches_once_with_get() {
+    bounded(async {
+        let fx = Fixture::new().await;
+        let image = ImageBuilder::oci().small().seed(55).build();
+        fx.upstream.push_image(REPO, "v1", &image);
+        let target = fx.in_path(REPO);
+
+        let h = head_manifest(&fx.client, &target.manifest_url("v1")).await;
+        assert_manifest_response(&h, &image.index, true, "cold HEAD v1");
+        check_manifest(&fx.client, &target, "v1", &image.index).await;
+        assert_eq!(
+            (
+                fx.upstream.manifest_gets(REPO, "v1"),
+                fx.upstream.manifest_heads(REPO, "v1")
+            ),
+            (1, 0),
+            "(GETs, HEADs) of the tag upstream; log: {:#?}",
+            fx.upstream.request_log()
+        );
+    })
+    .await
+}
+
+/// Tokens that expired (the upstream answers 401 again) are replaced by fresh ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expired_token_is_replaced() {
+    bounded(async {
+        let opts = UpstreamOptions {
+            token_expires_in: 1,
+            ..UpstreamOptions::default()
+        };
+        let fx = Fixture::with(opts, |c| c).await;
+        let image = ImageBuilder::oci().small().seed(54).build();
+        fx.upstream.push_image(REPO, "v1", &image);
+        fx.upstream.push_image(REPO, "v2", &image);
+        let target = fx.in_path(REPO);
+
+        check_manifest(&fx.client, &target, "v1", &image.index).await;
+        let fetched = fx.upstream.token_fetches();
+        assert!(fetched >= 1);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        check_manifest(&fx.client, &target, "v2", &image.index).await;
+        assert!(
+            fx.upstream.token_fetches() > fetched,
+            "no new token after expiry; log: {:#?}",
+            fx.upstream.request_log()
+        );
+    })
+    .await
+}
