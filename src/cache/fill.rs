@@ -179,7 +179,7 @@ impl BlobFill {
 struct Reader {
     fill: Arc<BlobFill>,
     rx: watch::Receiver<FillState>,
-    file: Option<Arc<std::fs::File>>,
+    file: Option<std::fs::File>,
     pos: u64,
     /// Last byte wanted (inclusive); `None` until the size is known.
     end: Option<u64>,
@@ -224,36 +224,25 @@ impl Reader {
         }
     }
 
+    /// Reads from the file being filled. The bytes were written moments ago and are in the page cache, so the
+    /// `pread` runs inline: a hop to the blocking pool per chunk would cost more than the read.
     async fn read(&mut self, offset: u64, len: usize) -> io::Result<Bytes> {
-        let file = match &self.file {
-            Some(file) => file.clone(),
-            None => {
-                let temp = self.fill.temp_path.clone();
-                let done = self.fill.final_path.clone();
-                // The temp file is renamed once verified; follow it to its final name.
-                let file = tokio::task::spawn_blocking(move || {
-                    std::fs::File::open(&temp).or_else(|_| std::fs::File::open(&done))
-                })
-                .await
-                .map_err(io::Error::other)??;
-                let file = Arc::new(file);
-                self.file = Some(file.clone());
-                file
-            }
-        };
-        tokio::task::spawn_blocking(move || {
-            let mut buf = BytesMut::zeroed(len);
-            let n = file.read_at(&mut buf, offset)?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "blob file is shorter than announced",
-                ));
-            }
-            buf.truncate(n);
-            Ok(buf.freeze())
-        })
-        .await
-        .map_err(io::Error::other)?
+        if self.file.is_none() {
+            // The temp file is renamed once verified; follow it to its final name.
+            let file = std::fs::File::open(&self.fill.temp_path)
+                .or_else(|_| std::fs::File::open(&self.fill.final_path))?;
+            self.file = Some(file);
+        }
+        let file = self.file.as_ref().expect("opened above");
+        let mut buf = BytesMut::zeroed(len);
+        let n = file.read_at(&mut buf, offset)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "blob file is shorter than announced",
+            ));
+        }
+        buf.truncate(n);
+        Ok(buf.freeze())
     }
 }
