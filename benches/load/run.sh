@@ -1,0 +1,741 @@
+#!/usr/bin/env bash
+# Load benchmark for ociregistry (issue 7, "Performance"): ONE command that measures, side by side and on
+# loopback only,
+#   - ociregistry (release build, RUST_LOG=warn: no per-request access log),
+#   - Docker Distribution (Debian's docker-registry) in pull-through proxy mode,
+#   - nginx serving the same files statically (sendfile on: the practical limit),
+# in front of an upstream docker-registry seeded with skopeo from generated OCI layouts.
+# Scenarios (see README.md beside this file): a) warm manifests, b) warm blobs, c) cold pull, d) 50 concurrent
+# cold readers of one blob, e) RSS, f) startup time with a big index.
+#
+# Output: benches/load/out/results.md (also printed), results.csv, runs.csv (every single run), results.png.
+#
+# Env (defaults in brackets):
+#   DURATION [3]         seconds per load-generator run (wrk / ab), scenarios a and b
+#   RUNS [3]             runs per measurement; the tables report the median
+#   CONNS_A ["1 16 64"]  connection counts for scenario a;  CONNS_B ["1 16"] for scenario b
+#   COLD_RUNS [RUNS]     fresh-cache repetitions for scenario c
+#   THUNDER [50]         concurrent cold readers in scenario d
+#   RSS_MANIFESTS [10000]  manifests cached before the idle-RSS reading (scenario e)
+#   FULL=1               scenario f with 100,000 manifests in the index instead of STARTUP_MANIFESTS [20000]
+#   STARTUP_RUNS [5]     restarts measured in scenario f
+#   SCENARIOS ["a b c d e f"]  subset to run (for development)
+#   BUILD [1]            0 = do not run `cargo build --release` (use the existing target/release/ociregistry)
+#   OCIREGISTRY_BIN      binary to measure (default <repo>/target/release/ociregistry)
+#   OUT [benches/load/out]  output directory;  KEEP=1 keeps the temp dir (logs) for debugging
+#   NO_PLOT=1            skip the PNG
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$HERE/../.." && pwd)"
+OUT="${OUT:-$HERE/out}"
+DURATION="${DURATION:-3}"
+DURATION="${DURATION%s}"
+RUNS="${RUNS:-3}"
+CONNS_A="${CONNS_A:-1 16 64}"
+CONNS_B="${CONNS_B:-1 16}"
+COLD_RUNS="${COLD_RUNS:-$RUNS}"
+THUNDER="${THUNDER:-50}"
+RSS_MANIFESTS="${RSS_MANIFESTS:-10000}"
+if [[ "${FULL:-0}" == "1" ]]; then
+  STARTUP_MANIFESTS=100000
+else
+  STARTUP_MANIFESTS="${STARTUP_MANIFESTS:-20000}"
+fi
+STARTUP_RUNS="${STARTUP_RUNS:-5}"
+SCENARIOS=" ${SCENARIOS:-a b c d e f} "
+BUILD="${BUILD:-1}"
+OCIREGISTRY_BIN="${OCIREGISTRY_BIN:-$REPO_ROOT/target/release/ociregistry}"
+
+[[ "$DURATION" =~ ^[0-9]+$ && "$DURATION" -ge 1 && "$DURATION" -le 600 ]] || { echo "DURATION must be 1..600 seconds" >&2; exit 2; }
+for v in RUNS COLD_RUNS THUNDER RSS_MANIFESTS STARTUP_MANIFESTS STARTUP_RUNS; do
+  [[ "${!v}" =~ ^[0-9]+$ && "${!v}" -ge 1 && "${!v}" -le 200000 ]] || { echo "$v must be a number in 1..200000" >&2; exit 2; }
+done
+[[ $RSS_MANIFESTS -le $STARTUP_MANIFESTS ]] || { echo "RSS_MANIFESTS must not exceed the startup index size" >&2; exit 2; }
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+has() { [[ "$SCENARIOS" == *" $1 "* ]]; }
+
+# ---------------------------------------------------------------------------------------------------------
+# Tools: install what is missing (Debian packages, as root).
+# ---------------------------------------------------------------------------------------------------------
+need_pkgs=()
+declare -A PKG_OF=([docker-registry]=docker-registry [skopeo]=skopeo [nginx]=nginx-light [wrk]=wrk
+  [ab]=apache2-utils [jq]=jq [curl]=curl [python3]=python3 [sha256sum]=coreutils [timeout]=coreutils)
+for tool in "${!PKG_OF[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin" command -v "$tool" >/dev/null 2>&1 || need_pkgs+=("${PKG_OF[$tool]}")
+done
+if [[ ${#need_pkgs[@]} -gt 0 ]]; then
+  [[ $(id -u) -eq 0 ]] || die "missing packages ${need_pkgs[*]} and not root: apt-get install ${need_pkgs[*]}"
+  log "installing ${need_pkgs[*]}"
+  apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >&2
+fi
+export PATH="$PATH:/usr/sbin"
+
+if [[ "$BUILD" == "1" ]]; then
+  log "cargo build --release"
+  (cd "$REPO_ROOT" && cargo build --release --bin ociregistry) >&2 || die "cargo build --release failed"
+fi
+[[ -x "$OCIREGISTRY_BIN" ]] || die "no binary at $OCIREGISTRY_BIN"
+
+# ---------------------------------------------------------------------------------------------------------
+# Temp dir, process management, cleanup.
+# ---------------------------------------------------------------------------------------------------------
+TMP="$(mktemp -d /tmp/ociregistry-load.XXXXXX)"
+chmod 0755 "$TMP"   # nginx workers (an unprivileged user when started as root) must read the static files
+PIDDIR="$TMP/pids"
+mkdir -p "$PIDDIR" "$TMP/logs" "$OUT"
+RAW="$TMP/raw.tsv"     # row_key  server  run  value
+ROWS="$TMP/rows.tsv"   # row_key  group  label  unit  better(higher|lower|none)  note
+: >"$RAW"
+: >"$ROWS"
+NOTES="$TMP/notes.txt"
+: >"$NOTES"
+
+# start_proc NAME LOG CMD...: runs CMD in the background (from the main shell, so $! is CMD itself).
+start_proc() {
+  local name=$1 logf=$2
+  shift 2
+  "$@" </dev/null >>"$logf" 2>&1 &
+  echo "$!" >"$PIDDIR/$name"
+}
+pid_of() { cat "$PIDDIR/$1"; }
+
+# stop_proc NAME: SIGTERM, up to 15 s, then SIGKILL; reaps it.
+stop_proc() {
+  local name=$1 pid i
+  [[ -e "$PIDDIR/$name" ]] || return 0
+  pid="$(cat "$PIDDIR/$name")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 150); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+  fi
+  wait "$pid" 2>/dev/null || true
+  rm -f "$PIDDIR/$name"
+}
+
+cleanup() {
+  local rc=$?
+  set +e
+  trap - EXIT INT TERM
+  local f
+  for f in "$PIDDIR"/*; do
+    [[ -e "$f" ]] || continue
+    stop_proc "$(basename "$f")"
+  done
+  if [[ $rc -ne 0 ]]; then
+    log "failed (status $rc); tails of the logs in $TMP/logs:"
+    for f in "$TMP"/logs/*.log; do
+      [[ -s "$f" ]] || continue
+      echo "----- $(basename "$f") -----" >&2
+      tail -n 15 "$f" | cut -c1-300 >&2
+    done
+  fi
+  if [[ "${KEEP:-0}" == "1" ]]; then
+    log "keeping $TMP"
+  elif [[ $rc -ne 0 ]]; then
+    find "$TMP" -mindepth 1 -maxdepth 1 ! -name logs -exec rm -rf {} + 2>/dev/null   # keep only the logs
+    log "logs kept in $TMP/logs"
+  else
+    rm -rf "$TMP"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+USED_PORTS=" "
+pick_port() { # VAR
+  local p
+  for _ in $(seq 1 50); do
+    p="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+    [[ "$USED_PORTS" == *" $p "* ]] && continue
+    USED_PORTS+="$p "
+    printf -v "$1" '%s' "$p"
+    return 0
+  done
+  die "no free port"
+}
+
+# wait_http URL NAME [TIMEOUT_S]: until GET URL answers 200; fails if process NAME died.
+wait_http() {
+  local url=$1 name=$2 t=${3:-60} code=""
+  for _ in $(seq 1 $((t * 20))); do
+    kill -0 "$(pid_of "$name")" 2>/dev/null || die "$name exited before $url answered (see $TMP/logs/$name.log)"
+    code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" 2>/dev/null || true)"
+    [[ "$code" == "200" ]] && return 0
+    sleep 0.05
+  done
+  die "$url did not answer 200 within ${t}s (last: ${code:-none})"
+}
+
+rss_kib() { awk -v k="${2:-VmRSS}:" '$1 == k { print $2 }' "/proc/$1/status"; }
+kib_to_mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+now_ns() { date +%s%N; }
+
+# ---------------------------------------------------------------------------------------------------------
+# Results: every measurement is one line in $RAW; rows are declared once with label/unit/direction.
+# ---------------------------------------------------------------------------------------------------------
+declare -A ROW_SEEN=()
+row() { # KEY GROUP LABEL UNIT BETTER [NOTE]
+  [[ -n "${ROW_SEEN[$1]:-}" ]] && return 0
+  ROW_SEEN[$1]=1
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "${6:-}" >>"$ROWS"
+}
+put() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RAW"; } # KEY SERVER RUN VALUE
+note() { printf '%s\n' "$*" >>"$NOTES"; log "note: $*"; }
+
+# ---------------------------------------------------------------------------------------------------------
+# Machine details
+# ---------------------------------------------------------------------------------------------------------
+LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
+# CPU use by everything else during 2 s before the benchmark starts (the load average would still count the
+# `cargo build` that just ran).
+cpu_sample() { awk '$1 == "cpu" { idle = $5 + $6; t = 0; for (i = 2; i <= 9; i++) t += $i; print t, idle }' /proc/stat; }
+read -r CPU_T0 CPU_I0 < <(cpu_sample)
+sleep 2
+read -r CPU_T1 CPU_I1 < <(cpu_sample)
+CPU_BUSY="$(awk -v t="$((CPU_T1 - CPU_T0))" -v i="$((CPU_I1 - CPU_I0))" 'BEGIN { printf "%.0f", (t > 0) ? 100 * (t - i) / t : 0 }')"
+{
+  echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "nproc=$(nproc)"
+  echo "cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+  echo "kernel=$(uname -sr)"
+  echo "mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+  echo "ociregistry=$("$OCIREGISTRY_BIN" version 2>/dev/null | head -n 1) (git $(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO_ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo '+dirty'))"
+  echo "docker-registry=$(docker-registry --version 2>&1 | head -n 1)"
+  echo "nginx=$(nginx -v 2>&1 | head -n 1)"
+  echo "wrk=$(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2)"
+  echo "ab=$(ab -V 2>&1 | head -n 1)"
+  echo "skopeo=$(skopeo --version 2>&1)"
+  echo "curl=$(curl --version | head -n 1 | cut -d' ' -f1-2)"
+  echo "python=$(python3 --version 2>&1)"
+  echo "params=DURATION=${DURATION}s RUNS=$RUNS CONNS_A='$CONNS_A' CONNS_B='$CONNS_B' COLD_RUNS=$COLD_RUNS THUNDER=$THUNDER RSS_MANIFESTS=$RSS_MANIFESTS STARTUP_MANIFESTS=$STARTUP_MANIFESTS STARTUP_RUNS=$STARTUP_RUNS"
+  echo "load_start=$LOAD_START"
+  echo "cpu_busy_before=${CPU_BUSY}% of all CPUs busy during the 2 s before the start"
+} >"$TMP/machine.txt"
+log "temp dir $TMP; $(grep -E '^(nproc|cpu)=' "$TMP/machine.txt" | tr '\n' ' ')"
+if [[ "$CPU_BUSY" -ge 20 ]]; then
+  note "the machine was busy before the start (${CPU_BUSY}% of $(nproc) CPUs used by other processes): treat the figures as a smoke test"
+fi
+
+# ---------------------------------------------------------------------------------------------------------
+# Upstream docker-registry and the seeded images
+# ---------------------------------------------------------------------------------------------------------
+MT_MANIFEST="application/vnd.oci.image.manifest.v1+json"
+ACCEPT_MANIFESTS="application/vnd.oci.image.index.v1+json, $MT_MANIFEST, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json"
+REPO_WARM="bench/blobs"   # layers of 4 KiB, 1 MiB, 64 MiB (scenarios a, b)
+REPO_COLD="bench/cold"    # 3 layers: 4 MiB, 16 MiB, 64 MiB (scenarios c, d)
+TAG=v1
+
+pick_port UPPORT
+UP="127.0.0.1:$UPPORT"
+mkdir -p "$TMP/upstream"
+cat >"$TMP/upstream/config.yml" <<EOF
+version: 0.1
+log:
+  level: info
+storage:
+  filesystem:
+    rootdirectory: $TMP/upstream/data
+http:
+  addr: $UP
+EOF
+start_proc upstream "$TMP/logs/upstream.log" docker-registry serve "$TMP/upstream/config.yml"
+wait_http "http://$UP/v2/" upstream
+UPLOG="$TMP/logs/upstream.log"
+
+put_blob() { # LAYOUT FILE -> "sha256:<hex> <size>"
+  local h s
+  h="$(sha256sum "$2" | cut -d' ' -f1)"
+  s="$(stat -c %s "$2")"
+  mv "$2" "$1/blobs/sha256/$h"
+  echo "sha256:$h $s"
+}
+
+# build_layout NAME KIB... : OCI layout $TMP/layout-NAME with one single-platform OCI image manifest (tag v1)
+# whose layers are random bytes of exactly the given sizes (incompressible; nothing unpacks them here).
+# Writes $TMP/img-NAME/{manifest,config,layers,sizes}.
+build_layout() {
+  local name=$1
+  shift
+  local L="$TMP/layout-$name" I="$TMP/img-$name" kib d s layers="[]" i=0
+  mkdir -p "$L/blobs/sha256" "$I"
+  printf '{"imageLayoutVersion":"1.0.0"}' >"$L/oci-layout"
+  : >"$I/layers"
+  for kib in "$@"; do
+    i=$((i + 1))
+    head -c "$((kib * 1024))" /dev/urandom >"$I/l$i"
+    read -r d s < <(put_blob "$L" "$I/l$i")
+    layers="$(jq -c --arg d "$d" --argjson s "$s" '. + [{mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: $d, size: $s}]' <<<"$layers")"
+    echo "$d $s" >>"$I/layers"
+  done
+  jq -nc --arg n "$name" '{architecture: "amd64", os: "linux", config: {Labels: {"org.example.bench": $n}}, rootfs: {type: "layers", diff_ids: []}}' >"$I/c.json"
+  read -r d s < <(put_blob "$L" "$I/c.json")
+  echo "$d $s" >"$I/config"
+  jq -nc --arg mt "$MT_MANIFEST" --arg cd "$d" --argjson cs "$s" --argjson layers "$layers" \
+    '{schemaVersion: 2, mediaType: $mt, config: {mediaType: "application/vnd.oci.image.config.v1+json", digest: $cd, size: $cs}, layers: $layers}' >"$I/m.json"
+  read -r d s < <(put_blob "$L" "$I/m.json")
+  echo "$d $s" >"$I/manifest"
+  jq -nc --arg d "$d" --argjson s "$s" --arg mt "$MT_MANIFEST" --arg t "$TAG" \
+    '{schemaVersion: 2, manifests: [{mediaType: $mt, digest: $d, size: $s, annotations: {"org.opencontainers.image.ref.name": $t}}]}' >"$L/index.json"
+}
+
+push_layout() { # NAME REPO
+  timeout 300 skopeo copy --quiet --preserve-digests --dest-tls-verify=false \
+    "oci:$TMP/layout-$1:$TAG" "docker://$UP/$2:$TAG" >>"$TMP/logs/skopeo.log" 2>&1 || die "skopeo copy to $UP/$2 failed"
+  local got
+  got="$(curl -sf -H "Accept: $ACCEPT_MANIFESTS" "http://$UP/v2/$2/manifests/$TAG" | sha256sum | cut -d' ' -f1)"
+  [[ "sha256:$got" == "$(cut -d' ' -f1 "$TMP/img-$1/manifest")" ]] || die "upstream manifest of $2:$TAG has digest sha256:$got, expected $(cat "$TMP/img-$1/manifest")"
+}
+
+log "building OCI layouts and pushing them to the upstream docker-registry on $UP"
+build_layout warm 4 1024 65536
+build_layout cold 4096 16384 65536
+push_layout warm "$REPO_WARM"
+push_layout cold "$REPO_COLD"
+WARM_MANIFEST="$(cut -d' ' -f1 "$TMP/img-warm/manifest")"
+mapfile -t WARM_LAYERS < <(cut -d' ' -f1 "$TMP/img-warm/layers")
+BLOB_NAMES=("4KiB" "1MiB" "64MiB")
+COLD_BIG="$(tail -n 1 "$TMP/img-cold/layers" | cut -d' ' -f1)"
+
+# ---------------------------------------------------------------------------------------------------------
+# The three servers under test
+# ---------------------------------------------------------------------------------------------------------
+# ociregistry: default_registry = the upstream, so /v2/bench/... has the same path on all three servers.
+cat >"$TMP/ociregistry.yaml" <<EOF
+default_registry: $UP
+log_level: warn
+tag_ttl: 1h
+registries:
+  - name: $UP
+    scheme: http
+EOF
+start_oci() { # NAME PORT DATADIR [CONFIG]
+  start_proc "$1" "$TMP/logs/$1.log" env RUST_LOG=warn "$OCIREGISTRY_BIN" serve --listen "127.0.0.1:$2" \
+    --data-dir "$3" --config-file "${4:-$TMP/ociregistry.yaml}"
+  wait_http "http://127.0.0.1:$2/v2/" "$1"
+}
+
+# Distribution as a pull-through cache. Its own access log is disabled and its level is warn, as for ociregistry.
+start_proxy() { # NAME PORT ROOTDIR
+  mkdir -p "$3"
+  cat >"$3.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $3
+  cache:
+    blobdescriptor: inmemory
+http:
+  addr: 127.0.0.1:$2
+proxy:
+  remoteurl: http://$UP
+EOF
+  start_proc "$1" "$TMP/logs/$1.log" docker-registry serve "$3.yml"
+  wait_http "http://127.0.0.1:$2/v2/" "$1"
+}
+
+# nginx: the manifest and the blobs as static files under the same URL paths; sendfile on, 2 workers, no access log.
+start_nginx() { # PORT
+  local N="$TMP/nginx" R="$TMP/nginx/root/v2/$REPO_WARM" d
+  mkdir -p "$N/tmp" "$R/manifests" "$R/blobs"
+  cp "$TMP/layout-warm/blobs/sha256/${WARM_MANIFEST#sha256:}" "$R/manifests/$WARM_MANIFEST"
+  cp "$R/manifests/$WARM_MANIFEST" "$R/manifests/$TAG"
+  for d in "${WARM_LAYERS[@]}"; do
+    ln "$TMP/layout-warm/blobs/sha256/${d#sha256:}" "$R/blobs/$d" 2>/dev/null || cp "$TMP/layout-warm/blobs/sha256/${d#sha256:}" "$R/blobs/$d"
+  done
+  cat >"$N/nginx.conf" <<EOF
+worker_processes 2;
+daemon off;
+pid $N/nginx.pid;
+error_log $N/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_timeout 65;
+  keepalive_requests 100000000;
+  client_body_temp_path $N/tmp/body;
+  proxy_temp_path $N/tmp/proxy;
+  fastcgi_temp_path $N/tmp/fastcgi;
+  uwsgi_temp_path $N/tmp/uwsgi;
+  scgi_temp_path $N/tmp/scgi;
+  types { }
+  default_type application/octet-stream;
+  server {
+    listen 127.0.0.1:$1;
+    root $N/root;
+    location /v2/$REPO_WARM/manifests/ { default_type $MT_MANIFEST; }
+  }
+}
+EOF
+  start_proc nginx "$TMP/logs/nginx.log" nginx -p "$N" -e "$N/error.log" -c "$N/nginx.conf"
+  wait_http "http://127.0.0.1:$1/v2/$REPO_WARM/manifests/$TAG" nginx
+}
+
+nginx_rss_kib() { # KEY(VmRSS|VmHWM): master + workers
+  local master p sum=0 v
+  master="$(pid_of nginx)"
+  for p in $master $(ps -o pid= --ppid "$master"); do
+    v="$(rss_kib "$p" "$1" 2>/dev/null || echo 0)"
+    sum=$((sum + ${v:-0}))
+  done
+  echo "$sum"
+}
+
+# check_same URL DIGEST [ACCEPT]: GET returns exactly the object (warms caches too)
+check_same() {
+  local got
+  got="$(curl -sf --max-time 120 -H "Accept: ${3:-*/*}" "$1" | sha256sum | cut -d' ' -f1)" || die "GET $1 failed"
+  [[ "sha256:$got" == "$2" ]] || die "GET $1 returned sha256:$got, expected $2"
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Load generators. wrk (GET; a Lua script prints exact figures) and ab (HEAD: wrk 4.1's HTTP parser waits for a
+# body after a HEAD response that carries Content-Length, so every connection stalls; ab -i handles HEAD).
+# Both print "rps p50_ms p99_ms mibps errors".
+# ---------------------------------------------------------------------------------------------------------
+WRK_LUA="$HERE/wrk-report.lua"
+wrk_run() { # URL CONNS
+  local url=$1 c=$2 t out
+  t=$((c < 2 ? c : 2))
+  out="$(WRK_ACCEPT="$ACCEPT_MANIFESTS" wrk -t"$t" -c"$c" -d"${DURATION}s" --timeout 30s --latency -s "$WRK_LUA" "$url" 2>&1)" || true
+  echo "$out" >>"$TMP/logs/wrk.log"
+  awk '/^WRKRESULT/ {
+      for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+      s = v["duration_us"] / 1e6
+      printf "%.1f %.3f %.3f %.2f %d\n", v["requests"] / s, v["p50_us"] / 1000, v["p99_us"] / 1000, v["bytes"] / s / 1048576,
+        v["err_connect"] + v["err_read"] + v["err_write"] + v["err_status"] + v["err_timeout"]
+      found = 1 }
+    END { if (!found) print "nan nan nan nan -1" }' <<<"$out"
+}
+
+ab_head() { # URL CONNS
+  local url=$1 c=$2 out csv="$TMP/ab.csv"
+  rm -f "$csv"
+  out="$(ab -q -k -i -c "$c" -t "$DURATION" -n 100000000 -s 30 -H "Accept: $ACCEPT_MANIFESTS" -e "$csv" "$url" 2>&1)" || true
+  echo "$out" >>"$TMP/logs/ab.log"
+  local p50 p99
+  p50="$(awk -F, '$1 == 50 { print $2 }' "$csv" 2>/dev/null)"
+  p99="$(awk -F, '$1 == 99 { print $2 }' "$csv" 2>/dev/null)"
+  awk -v p50="${p50:-nan}" -v p99="${p99:-nan}" '
+    /^Requests per second:/ { rps = $4 }
+    /^Failed requests:/ { err += $3 }
+    /^Non-2xx responses:/ { err += $3 }
+    /^Complete requests:/ { n = $3 }
+    END { if (rps == "") print "nan nan nan nan -1"; else printf "%s %s %s 0 %d\n", rps, p50, p99, err }' <<<"$out"
+}
+
+pct_run() { # KIND(get|head) URL CONNS -> "rps p50 p99 mibps errors"
+  if [[ $1 == head ]]; then ab_head "$2" "$3"; else wrk_run "$2" "$3"; fi
+}
+
+SERVERS=(ociregistry proxy nginx)
+declare -A BASE=()
+
+# ---------------------------------------------------------------------------------------------------------
+# Scenario a: warm manifests (GET by digest, HEAD by tag) at 1/16/64 connections
+# ---------------------------------------------------------------------------------------------------------
+scenario_a() {
+  local kind ref label c r srv res rps p50 p99 mibps errs key
+  for kind in get head; do
+    if [[ $kind == get ]]; then ref="$WARM_MANIFEST"; label="a. GET manifest by digest"; else ref="$TAG"; label="a. HEAD manifest by tag"; fi
+    for c in $CONNS_A; do
+      key="a_${kind}_c$c"
+      row "${key}_rps" a "$label, $c conn: req/s" "req/s" higher
+      row "${key}_p50" a "$label, $c conn: p50 latency" "ms" lower
+      row "${key}_p99" a "$label, $c conn: p99 latency" "ms" lower
+      for r in $(seq 1 "$RUNS"); do
+        for srv in "${SERVERS[@]}"; do
+          res="$(pct_run "$kind" "${BASE[$srv]}/v2/$REPO_WARM/manifests/$ref" "$c")"
+          read -r rps p50 p99 mibps errs <<<"$res"
+          log "a: $srv $kind $ref c=$c run $r: $rps req/s, p50 $p50 ms, p99 $p99 ms, errors $errs"
+          [[ "$errs" == "0" ]] || note "a: $srv $kind c=$c run $r reported $errs errors/non-2xx responses"
+          put "${key}_rps" "$srv" "$r" "$rps"
+          put "${key}_p50" "$srv" "$r" "$p50"
+          put "${key}_p99" "$srv" "$r" "$p99"
+        done
+      done
+    done
+  done
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Scenario b: warm blob GET throughput
+# ---------------------------------------------------------------------------------------------------------
+scenario_b() {
+  local i d c r srv res rps p50 p99 mibps errs key
+  for i in 0 1 2; do
+    d="${WARM_LAYERS[$i]}"
+    for c in $CONNS_B; do
+      key="b_${BLOB_NAMES[$i]}_c$c"
+      row "$key" b "b. GET blob ${BLOB_NAMES[$i]}, $c conn: throughput" "MiB/s" higher
+      row "${key}_rps" b "b. GET blob ${BLOB_NAMES[$i]}, $c conn: req/s" "req/s" higher
+      for r in $(seq 1 "$RUNS"); do
+        for srv in "${SERVERS[@]}"; do
+          res="$(wrk_run "${BASE[$srv]}/v2/$REPO_WARM/blobs/$d" "$c")"
+          read -r rps p50 p99 mibps errs <<<"$res"
+          log "b: $srv ${BLOB_NAMES[$i]} c=$c run $r: $mibps MiB/s ($rps req/s), errors $errs"
+          [[ "$errs" == "0" ]] || note "b: $srv ${BLOB_NAMES[$i]} c=$c run $r reported $errs errors/non-2xx responses"
+          put "$key" "$srv" "$r" "$mibps"
+          put "${key}_rps" "$srv" "$r" "$rps"
+        done
+      done
+    done
+  done
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Scenario c: cold pull of the 3-layer image; one curl process fetches the manifest by tag, then config and layers
+# in sequence over one keep-alive connection (what a single-threaded client does). Fresh cache each run.
+# ---------------------------------------------------------------------------------------------------------
+cold_pull() { # BASE_URL RESULT_KEY_SUFFIX SERVER RUN
+  local base=$1 srv=$3 r=$4 args=() d s expect=() t0 t1 out
+  args+=(-H "Accept: $ACCEPT_MANIFESTS" -o /dev/null "$base/v2/$REPO_COLD/manifests/$TAG")
+  read -r d s <"$TMP/img-cold/config"
+  args+=(-o /dev/null "$base/v2/$REPO_COLD/blobs/$d")
+  expect+=("$s")
+  while read -r d s; do
+    args+=(-o /dev/null "$base/v2/$REPO_COLD/blobs/$d")
+    expect+=("$s")
+  done <"$TMP/img-cold/layers"
+  t0="$(now_ns)"
+  out="$(curl -s --max-time 300 -w '%{http_code} %{size_download} %{time_starttransfer}\n' "${args[@]}")" || true
+  t1="$(now_ns)"
+  # line 1 = manifest, 2 = config, 3.. = layers; the last layer is the 64 MiB one
+  local n=0 ok=1 code size ttfb last_ttfb=""
+  while read -r code size ttfb; do
+    n=$((n + 1))
+    [[ "$code" == 200 ]] || ok=0
+    if [[ $n -ge 2 && "$size" != "${expect[$((n - 2))]}" ]]; then ok=0; fi
+    last_ttfb="$ttfb"
+  done <<<"$out"
+  [[ $n -eq $((${#expect[@]} + 1)) && $ok -eq 1 ]] || { note "c: cold pull from $srv run $r failed: $(tr '\n' ';' <<<"$out")"; return 0; }
+  put c_wall "$srv" "$r" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')"
+  put c_ttfb "$srv" "$r" "$(awk -v t="$last_ttfb" 'BEGIN { printf "%.2f", t * 1000 }')"
+  log "c: $srv run $r: $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }') s, TTFB of the 64 MiB layer $(awk -v t="$last_ttfb" 'BEGIN { printf "%.2f", t * 1000 }') ms"
+}
+
+scenario_c() {
+  row c_wall c "c. cold pull (manifest + config + 4/16/64 MiB layers, sequential) [nginx column: straight from upstream]" "s" lower
+  row c_ttfb c "c. cold 64 MiB layer: time to first byte [nginx column: straight from upstream]" "ms" lower
+  local r port
+  for r in $(seq 1 "$COLD_RUNS"); do
+    pick_port port
+    start_oci oci-cold "$port" "$TMP/oci-cold-$r"
+    cold_pull "http://127.0.0.1:$port" c ociregistry "$r"
+    stop_proc oci-cold
+    rm -rf "$TMP/oci-cold-$r"
+    pick_port port
+    start_proxy proxy-cold "$port" "$TMP/proxy-cold-$r"
+    cold_pull "http://127.0.0.1:$port" c proxy "$r"
+    stop_proc proxy-cold
+    rm -rf "$TMP/proxy-cold-$r" "$TMP/proxy-cold-$r.yml"
+    cold_pull "http://$UP" c nginx "$r"   # the baseline column: straight from the upstream
+  done
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Scenario d: THUNDER concurrent cold GETs of one 64 MiB blob; count the upstream's GETs in its access log
+# (Distribution logs one combined-log line per request: `"GET /v2/<name>/blobs/<digest> HTTP/1.1" 200 ...`).
+# ---------------------------------------------------------------------------------------------------------
+upstream_count() { # METHOD
+  sleep 0.5   # the access-log line is written after the response
+  grep -acF "\"$1 /v2/$REPO_COLD/blobs/$COLD_BIG HTTP" "$UPLOG" || true
+}
+
+thunder() { # BASE_URL SERVER
+  local base=$1 srv=$2 g0 h0 g1 h1 t0 t1 i ok bad
+  g0="$(upstream_count GET)"
+  h0="$(upstream_count HEAD)"
+  rm -rf "$TMP/thunder"
+  mkdir -p "$TMP/thunder"
+  local pids=()
+  t0="$(now_ns)"
+  for i in $(seq 1 "$THUNDER"); do
+    curl -s --max-time 300 -o /dev/null -w '%{http_code} %{size_download}\n' "$base/v2/$REPO_COLD/blobs/$COLD_BIG" >"$TMP/thunder/$i" 2>&1 &
+    pids+=("$!")
+  done
+  for i in "${pids[@]}"; do wait "$i" || true; done
+  t1="$(now_ns)"
+  g1="$(upstream_count GET)"
+  h1="$(upstream_count HEAD)"
+  local size
+  size="$(tail -n 1 "$TMP/img-cold/layers" | cut -d' ' -f2)"
+  ok="$(cat "$TMP/thunder"/* | grep -c "^200 $size\$" || true)"
+  bad=$((THUNDER - ok))
+  put d_get "$srv" 1 $((g1 - g0))
+  put d_head "$srv" 1 $((h1 - h0))
+  put d_wall "$srv" 1 "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')"
+  put d_bad "$srv" 1 "$bad"
+  log "d: $srv: $THUNDER concurrent cold readers -> upstream GETs $((g1 - g0)), HEADs $((h1 - h0)); $ok complete bodies, $bad failed"
+}
+
+scenario_d() {
+  row d_get d "d. $THUNDER concurrent cold GETs of one 64 MiB blob: upstream GETs of it" "count" lower
+  row d_head d "d. same: upstream HEADs of it" "count" lower
+  row d_wall d "d. same: wall time until all $THUNDER bodies are complete" "s" lower
+  row d_bad d "d. same: readers without a complete 200 body" "count" lower
+  local port
+  pick_port port
+  start_oci oci-thunder "$port" "$TMP/oci-thunder"
+  thunder "http://127.0.0.1:$port" ociregistry
+  stop_proc oci-thunder
+  rm -rf "$TMP/oci-thunder"
+  pick_port port
+  start_proxy proxy-thunder "$port" "$TMP/proxy-thunder"
+  thunder "http://127.0.0.1:$port" proxy
+  stop_proc proxy-thunder
+  rm -rf "$TMP/proxy-thunder" "$TMP/proxy-thunder.yml"
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Scenarios e and f: many manifests from a synthetic upstream (synth_upstream.py), pulled through ociregistry by
+# tag with curl --parallel.
+# ---------------------------------------------------------------------------------------------------------
+SYN_PORT=""
+seed_manifests() { # OCI_PORT FROM TO(exclusive) -> prints seconds taken
+  local port=$1 from=$2 to=$3 cfg="$TMP/seed.curl" i t0 t1 ok
+  : >"$cfg"
+  for ((i = from; i < to; i++)); do
+    printf 'url = "http://127.0.0.1:%s/v2/synth/img/manifests/t%d"\noutput = "/dev/null"\n' "$port" "$i" >>"$cfg"
+  done
+  t0="$(now_ns)"
+  ok="$(curl -s --no-progress-meter --parallel --parallel-max 16 --max-time 60 -H "Accept: $ACCEPT_MANIFESTS" \
+    -w '%{http_code}\n' -K "$cfg" 2>>"$TMP/logs/seed-curl.log" | grep -c '^200$' || true)"
+  t1="$(now_ns)"
+  [[ "$ok" -eq $((to - from)) ]] || die "seeding manifests t$from..t$((to - 1)) through ociregistry: only $ok of $((to - from)) answered 200"
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", (b - a) / 1e9 }'
+}
+
+scenario_ef() {
+  local port oci_port secs dir="$TMP/oci-many" cfg="$TMP/ociregistry-synth.yaml" rss
+  pick_port SYN_PORT
+  start_proc synth "$TMP/logs/synth.log" python3 "$HERE/synth_upstream.py" --port "$SYN_PORT" --count "$STARTUP_MANIFESTS"
+  wait_http "http://127.0.0.1:$SYN_PORT/v2/" synth 120
+  cat >"$cfg" <<EOF
+default_registry: 127.0.0.1:$SYN_PORT
+log_level: warn
+tag_ttl: 1h
+registries:
+  - name: 127.0.0.1:$SYN_PORT
+    scheme: http
+EOF
+  pick_port oci_port
+  if has e; then
+    row e_idle_empty e "e. idle RSS, empty cache (just started)" "MiB" lower
+    row e_idle_seeded e "e. idle RSS after caching $RSS_MANIFESTS manifests (same process)" "MiB" lower
+    row e_idle_restart e "e. idle RSS after a restart with $RSS_MANIFESTS manifests indexed" "MiB" lower
+    row e_seed_rate e "e. cold manifest pulls through ociregistry while seeding (16 parallel)" "req/s" higher
+  fi
+  start_oci oci-many "$oci_port" "$dir" "$cfg"
+  sleep 2
+  has e && put e_idle_empty ociregistry 1 "$(kib_to_mib "$(rss_kib "$(pid_of oci-many)")")"
+  log "e: caching $RSS_MANIFESTS manifests through ociregistry"
+  secs="$(seed_manifests "$oci_port" 0 "$RSS_MANIFESTS")"
+  log "e: $RSS_MANIFESTS manifests in $secs s"
+  if has e; then
+    put e_seed_rate ociregistry 1 "$(awk -v n="$RSS_MANIFESTS" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')"
+    sleep 3
+    rss="$(rss_kib "$(pid_of oci-many)")"
+    put e_idle_seeded ociregistry 1 "$(kib_to_mib "$rss")"
+    stop_proc oci-many
+    start_oci oci-many "$oci_port" "$dir" "$cfg"
+    sleep 3
+    put e_idle_restart ociregistry 1 "$(kib_to_mib "$(rss_kib "$(pid_of oci-many)")")"
+    log "e: idle RSS seeded $(kib_to_mib "$rss") MiB; after restart $(kib_to_mib "$(rss_kib "$(pid_of oci-many)")") MiB"
+  fi
+  if has f; then
+    if [[ $STARTUP_MANIFESTS -gt $RSS_MANIFESTS ]]; then
+      log "f: caching manifests $RSS_MANIFESTS..$((STARTUP_MANIFESTS - 1)) through ociregistry"
+      secs="$(seed_manifests "$oci_port" "$RSS_MANIFESTS" "$STARTUP_MANIFESTS")"
+      log "f: $((STARTUP_MANIFESTS - RSS_MANIFESTS)) more manifests in $secs s"
+    fi
+    stop_proc oci-many
+    row f_start_empty f "f. startup (exec -> GET /v2/ answers), empty data dir" "ms" lower
+    row f_start_full f "f. startup (exec -> GET /v2/ answers), $STARTUP_MANIFESTS manifests indexed" "ms" lower
+    row f_index_size f "f. index file size with $STARTUP_MANIFESTS manifests" "MiB" lower
+    put f_index_size ociregistry 1 "$(du -k "$dir/index.redb" | awk '{ printf "%.1f", $1 / 1024 }')"
+    local which d res m
+    for which in empty full; do
+      if [[ $which == empty ]]; then d="$TMP/oci-empty"; else d="$dir"; fi
+      pick_port port
+      res="$(RUST_LOG=warn python3 "$HERE/startup.py" --url "http://127.0.0.1:$port/v2/" --runs "$STARTUP_RUNS" \
+        --timeout 300 --log "$TMP/logs/startup-$which.log" -- \
+        "$OCIREGISTRY_BIN" serve --listen "127.0.0.1:$port" --data-dir "$d" --config-file "$cfg")" || die "startup measurement ($which) failed"
+      m="$(jq -r .median_ms <<<"$res")"
+      local i=0 t
+      for t in $(jq -r '.runs_ms[]' <<<"$res"); do
+        i=$((i + 1))
+        put "f_start_$which" ociregistry "$i" "$t"
+      done
+      log "f: startup with $which index: $(jq -c .runs_ms <<<"$res") ms, median $m ms"
+    done
+  fi
+  stop_proc oci-many
+  stop_proc synth
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Run
+# ---------------------------------------------------------------------------------------------------------
+T_START="$(now_ns)"
+if has a || has b; then
+  pick_port OCI_PORT
+  pick_port PROXY_PORT
+  pick_port NGINX_PORT
+  start_oci oci "$OCI_PORT" "$TMP/oci-warm"
+  start_proxy proxy "$PROXY_PORT" "$TMP/proxy-warm"
+  start_nginx "$NGINX_PORT"
+  BASE[ociregistry]="http://127.0.0.1:$OCI_PORT"
+  BASE[proxy]="http://127.0.0.1:$PROXY_PORT"
+  BASE[nginx]="http://127.0.0.1:$NGINX_PORT"
+  log "warming: ociregistry $OCI_PORT, distribution proxy $PROXY_PORT, nginx $NGINX_PORT"
+  for srv in "${SERVERS[@]}"; do
+    b="${BASE[$srv]}/v2/$REPO_WARM"
+    check_same "$b/manifests/$TAG" "$WARM_MANIFEST" "$ACCEPT_MANIFESTS"
+    check_same "$b/manifests/$WARM_MANIFEST" "$WARM_MANIFEST" "$ACCEPT_MANIFESTS"
+    for d in "${WARM_LAYERS[@]}"; do check_same "$b/blobs/$d" "$d"; done
+    code="$(curl -s -o /dev/null -I -w '%{http_code}' -H "Accept: $ACCEPT_MANIFESTS" "$b/manifests/$TAG")"
+    [[ "$code" == 200 ]] || die "HEAD $b/manifests/$TAG -> $code"
+  done
+  has a && scenario_a
+  has b && scenario_b
+  row e_peak e "e. peak RSS (VmHWM) over warm-up + scenarios a/b (nginx: master + 2 workers)" "MiB" lower
+  put e_peak ociregistry 1 "$(kib_to_mib "$(rss_kib "$(pid_of oci)" VmHWM)")"
+  put e_peak proxy 1 "$(kib_to_mib "$(rss_kib "$(pid_of proxy)" VmHWM)")"
+  put e_peak nginx 1 "$(kib_to_mib "$(nginx_rss_kib VmHWM)")"
+  stop_proc oci
+  stop_proc proxy
+  stop_proc nginx
+fi
+has c && scenario_c
+has d && scenario_d
+if has e || has f; then scenario_ef; fi
+T_END="$(now_ns)"
+{
+  echo "load_end=$(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "elapsed=$(awk -v a="$T_START" -v b="$T_END" 'BEGIN { printf "%.0f s", (b - a) / 1e9 }')"
+} >>"$TMP/machine.txt"
+
+# ---------------------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------------------
+python3 "$HERE/report.py" --raw "$RAW" --rows "$ROWS" --machine "$TMP/machine.txt" --notes "$NOTES" --out "$OUT"
+cat "$OUT/results.md"
+if [[ "${NO_PLOT:-0}" != "1" ]]; then
+  "$HERE/plot.sh" "$OUT" >>"$TMP/logs/plot.log" 2>&1 && log "plot: $OUT/results.png" || log "plot failed (see $TMP/logs/plot.log): $(tail -n 3 "$TMP/logs/plot.log" | tr '\n' ' ')"
+fi
+log "results: $OUT/results.md, $OUT/results.csv, $OUT/runs.csv"
