@@ -22,6 +22,9 @@ use crate::store::{BlobWriter, CommitError};
 
 /// Largest chunk a read-along reader sends at once.
 const READ_CHUNK: u64 = 256 * 1024;
+/// After its first chunk, a reader waits until this much is available (or the blob is complete): one read and
+/// one socket write per network chunk (often 16 KiB) would cost more CPU than the bytes themselves.
+const MIN_BATCH: u64 = 64 * 1024;
 /// Chunks buffered between the network task and the writer thread (backpressure beyond that).
 const WRITE_QUEUE: usize = 64;
 
@@ -98,6 +101,7 @@ impl BlobFill {
             file: None,
             pos: start,
             end,
+            started: false,
         };
         futures::stream::unfold(reader, |mut reader| async move {
             match reader.next_chunk().await {
@@ -183,6 +187,8 @@ struct Reader {
     pos: u64,
     /// Last byte wanted (inclusive); `None` until the size is known.
     end: Option<u64>,
+    /// Whether a chunk was sent yet (the first goes out at once, for time-to-first-byte).
+    started: bool,
 }
 
 impl Reader {
@@ -211,8 +217,13 @@ impl Reader {
                 Some(end) => readable.min(end + 1),
                 None => readable,
             };
-            if self.pos < limit {
-                let len = (limit - self.pos).min(READ_CHUNK) as usize;
+            let available = limit.saturating_sub(self.pos);
+            let wanted_all = self.end.is_some_and(|end| limit > end);
+            let worth_reading =
+                !self.started || complete_size.is_some() || wanted_all || available >= MIN_BATCH;
+            if available > 0 && worth_reading {
+                self.started = true;
+                let len = available.min(READ_CHUNK) as usize;
                 let bytes = self.read(self.pos, len).await?;
                 self.pos += bytes.len() as u64;
                 return Ok(Some(bytes));
