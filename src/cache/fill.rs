@@ -89,6 +89,14 @@ impl BlobFill {
         }
     }
 
+    /// The failure of this fill, if it has failed already.
+    pub fn failure(&self) -> Option<RegistryError> {
+        match &*self.state.borrow() {
+            FillState::Failed(err) => Some(err.clone()),
+            _ => None,
+        }
+    }
+
     /// Streams bytes `start..=end` (end `None`: to the end of the blob) as they become available.
     pub fn reader(
         self: Arc<Self>,

@@ -36,6 +36,10 @@ pub async fn serve(
             Ok(respond(&digest, body, size, range, status))
         }
         BlobSource::Filling { fill, size } => {
+            // A fill that failed already gets a proper error answer rather than an aborted body.
+            if let Some(err) = fill.failure() {
+                return Err(err);
+            }
             // Without a stated size a range cannot be answered before the end; send the whole blob.
             let range = match size {
                 Some(size) => range::resolve(range_header, size)?,

@@ -267,11 +267,20 @@ impl Streamed {
 
 /// GETs `url` and reads the body chunk by chunk; a body cut by the server is reported, not a panic.
 pub async fn get_streamed(client: &reqwest::Client, url: &str) -> Streamed {
-    let mut resp = client
-        .get(url)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: request failed: {e:?}"));
+    let mut resp = match client.get(url).send().await {
+        Ok(resp) => resp,
+        // The server may abort the connection before the response head (e.g. a blob found bad before its
+        // first byte went out): nothing was delivered. Status 0 records that.
+        Err(e) => {
+            return Streamed {
+                status: 0,
+                headers: HeaderMap::new(),
+                body: Vec::new(),
+                complete: false,
+                error: Some(format!("{e:?}")),
+            }
+        }
+    };
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let mut body = Vec::new();
