@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 
+use crate::route::normalize_host;
 use crate::server::BlobIo;
 
 /// The whole configuration of `ociregistry serve`.
@@ -20,14 +21,19 @@ pub struct Config {
     /// Address the HTTP server binds to.
     pub listen: SocketAddr,
     /// Directory holding the index and the blobs unless `db`/`blobs` say otherwise.
+    #[serde(deserialize_with = "yaml_string::path")]
     pub data_dir: PathBuf,
     /// The redb index file; defaults to `<data_dir>/index.redb`.
+    #[serde(deserialize_with = "yaml_string::optional_path")]
     pub db: Option<PathBuf>,
     /// The content-addressed blob directory; defaults to `<data_dir>/blobs`.
+    #[serde(deserialize_with = "yaml_string::optional_path")]
     pub blobs: Option<PathBuf>,
     /// `tracing` filter (`info`, `debug`, `ociregistry=debug,warn`, …); `RUST_LOG` wins when set.
+    #[serde(deserialize_with = "yaml_string::string")]
     pub log_level: String,
     /// Upstream used when a request names none (no `ns`, no host in the path).
+    #[serde(deserialize_with = "yaml_string::string")]
     pub default_registry: String,
     /// Upper bound, in bytes, of the in-memory hot cache of manifests and tags.
     pub hot_cache_bytes: u64,
@@ -43,7 +49,9 @@ pub struct Config {
     /// How cached blob bodies are read: `mmap` (default, no user-space copy) or `buffered` (plain reads, for
     /// network filesystems).
     pub blob_io: BlobIo,
-    /// Per-upstream settings; hosts not listed are reached over https with anonymous/bearer auth.
+    /// Per-upstream settings; hosts not listed are reached over https with anonymous/bearer auth. An empty
+    /// `registries:` (YAML null, e.g. after commenting out every entry) means none.
+    #[serde(deserialize_with = "null_as_empty")]
     pub registries: Vec<RegistryConfig>,
 }
 
@@ -52,6 +60,7 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
     /// The host (and port) as clients name it: `docker.io`, `registry.k8s.io`, `127.0.0.1:5000`.
+    #[serde(deserialize_with = "yaml_string::string")]
     pub name: String,
     /// `https` (default) or `http`.
     #[serde(default)]
@@ -113,20 +122,53 @@ impl Config {
         Ok(config)
     }
 
+    /// Checks what the types alone do not. Every message starts with the offending key, like serde's own
+    /// (`registries[1].name: ...`); schema/config.schema.json states the same rules.
     fn validate(&self) -> anyhow::Result<()> {
-        for (i, registry) in self.registries.iter().enumerate() {
-            anyhow::ensure!(
-                !registry.name.is_empty() && !registry.name.contains(['/', ' ']),
-                "registries[{i}].name {:?} must be a host or host:port",
-                registry.name
-            );
-            anyhow::ensure!(
-                !self.registries[..i].iter().any(|r| r.name == registry.name),
-                "registries[{i}].name {:?} is listed twice",
-                registry.name
+        ensure_path_not_empty("data_dir", &self.data_dir)?;
+        for (key, path) in [("db", &self.db), ("blobs", &self.blobs)] {
+            if let Some(path) = path {
+                ensure_path_not_empty(key, path)?;
+            }
+        }
+        anyhow::ensure!(
+            !self.log_level.trim().is_empty(),
+            "log_level: must not be empty (e.g. info, debug, ociregistry=debug,warn)"
+        );
+        if normalize_host(&self.default_registry).is_err() {
+            anyhow::bail!(
+                "default_registry: {:?} is not a registry host[:port] (e.g. docker.io, 127.0.0.1:5000)",
+                self.default_registry
             );
         }
-        anyhow::ensure!(self.hot_cache_bytes > 0, "hot_cache_bytes must be positive");
+        anyhow::ensure!(
+            self.hot_cache_bytes > 0,
+            "hot_cache_bytes: must be at least 1"
+        );
+        for (key, timeout) in [
+            ("upstream_connect_timeout", self.upstream_connect_timeout),
+            ("upstream_timeout", self.upstream_timeout),
+        ] {
+            anyhow::ensure!(!timeout.is_zero(), "{key}: must be longer than 0s");
+        }
+        for (i, registry) in self.registries.iter().enumerate() {
+            let name = &registry.name;
+            let Ok(canonical) = normalize_host(name) else {
+                anyhow::bail!(
+                    "registries[{i}].name: {name:?} is not a registry host[:port] (e.g. quay.io, 127.0.0.1:5000)"
+                );
+            };
+            // Requests are matched against the canonical form (lower case, Docker Hub aliases folded), so any
+            // other spelling would silently never apply.
+            anyhow::ensure!(
+                *canonical == **name,
+                "registries[{i}].name: write {name:?} as {canonical:?}, the form requests are matched against"
+            );
+            anyhow::ensure!(
+                !self.registries[..i].iter().any(|r| r.name == *name),
+                "registries[{i}].name: {name:?} is listed twice"
+            );
+        }
         Ok(())
     }
 
@@ -147,6 +189,69 @@ impl Config {
     /// Settings of the upstream named `name`, if listed.
     pub fn registry(&self, name: &str) -> Option<&RegistryConfig> {
         self.registries.iter().find(|r| r.name == name)
+    }
+}
+
+fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
+fn ensure_path_not_empty(key: &str, path: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !path.as_os_str().is_empty(),
+        "{key}: must not be empty (omit the key for the default)"
+    );
+    Ok(())
+}
+
+/// Deserializers that accept only YAML strings. serde_yaml_ng hands any plain scalar to a `String` field, so
+/// `log_level: ~` would become the text "~" and `data_dir: ~` a directory named `~`; these reject nulls,
+/// numbers and booleans, reading YAML the way schema/config.schema.json does.
+mod yaml_string {
+    use std::fmt;
+    use std::path::PathBuf;
+
+    use serde::de::{self, Deserialize, Deserializer, Visitor};
+
+    struct StrictString;
+
+    impl Visitor<'_> for StrictString {
+        type Value = String;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string (quote values YAML reads as null, a number or a boolean)")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+
+        fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
+            Ok(v)
+        }
+    }
+
+    pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        d.deserialize_any(StrictString)
+    }
+
+    pub fn path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        string(d).map(PathBuf::from)
+    }
+
+    /// `null` (or `~`) means "not set".
+    pub fn optional_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+        struct StrictPath(PathBuf);
+        impl<'de> Deserialize<'de> for StrictPath {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                path(d).map(StrictPath)
+            }
+        }
+        Ok(Option::<StrictPath>::deserialize(d)?.map(|p| p.0))
     }
 }
 

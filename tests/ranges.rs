@@ -65,6 +65,11 @@ async fn range_requests_on_cached_blob() {
         ] {
             let resp = get_range(&fx.client, &url, &range).await;
             assert_error(&resp, 416, "RANGE_INVALID", &format!("Range: {range}"));
+            assert_eq!(
+                resp.header("content-range"),
+                Some(format!("bytes */{n}")),
+                "416 states the blob size (RFC 9110)"
+            );
         }
 
         assert_eq!(

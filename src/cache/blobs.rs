@@ -67,7 +67,7 @@ impl PullThrough {
             .await?
         {
             Some(size) => Ok((size, CacheStatus::Miss)),
-            None => Err(RegistryError::UpstreamInvalid(format!(
+            None => Err(RegistryError::UpstreamUnavailable(format!(
                 "upstream {} did not state the size of {digest}",
                 target.registry
             ))),

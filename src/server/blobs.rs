@@ -3,6 +3,7 @@
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use axum::response::IntoResponse;
 
 use super::headers::{API_VERSION, API_VERSION_VALUE, BYTES, DOCKER_CONTENT_DIGEST, OCTET_STREAM};
 use super::{file_body, range, AppState};
@@ -29,7 +30,10 @@ pub async fn serve(
     let (source, status) = state.cache.blob(&target, &digest).await?;
     match source {
         BlobSource::Cached { file, size } => {
-            let range = range::resolve(range_header, size)?;
+            let range = match range::resolve(range_header, size) {
+                Ok(range) => range,
+                Err(err) => return Ok(unsatisfiable(err, size)),
+            };
             let (start, len) = span(range.as_ref(), size);
             let body = file_body::body(file, start, len, state.blob_io)
                 .map_err(|e| RegistryError::internal("read blob", e))?;
@@ -42,7 +46,10 @@ pub async fn serve(
             }
             // Without a stated size a range cannot be answered before the end; send the whole blob.
             let range = match size {
-                Some(size) => range::resolve(range_header, size)?,
+                Some(size) => match range::resolve(range_header, size) {
+                    Ok(range) => range,
+                    Err(err) => return Ok(unsatisfiable(err, size)),
+                },
                 None => None,
             };
             let (start, end) = match &range {
@@ -56,6 +63,14 @@ pub async fn serve(
             })
         }
     }
+}
+
+/// A 416 answer, with `Content-Range: bytes */SIZE` as RFC 9110 asks.
+fn unsatisfiable(err: RegistryError, size: u64) -> Response<Body> {
+    let mut response = err.into_response();
+    let value = HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii");
+    response.headers_mut().insert(header::CONTENT_RANGE, value);
+    response
 }
 
 /// Offset and length of what to send.

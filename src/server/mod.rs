@@ -110,7 +110,12 @@ async fn handle_api(
     headers: &HeaderMap,
 ) -> Result<Response<Body>, RegistryError> {
     check_read_method(method)?;
-    let rest = uri.path().strip_prefix("/v2/").unwrap_or_default();
+    // Clients generated from OpenAPI send `:` and `/` percent-encoded; registry clients send them literally.
+    // Both mean the same; validation of names, tags and digests comes after decoding.
+    let path = percent_encoding::percent_decode_str(uri.path())
+        .decode_utf8()
+        .map_err(|_| RegistryError::NameInvalid("request path is not valid UTF-8".into()))?;
+    let rest = path.strip_prefix("/v2/").unwrap_or_default();
     let api_path = ApiPath::parse(rest)?;
     let ns = uri.query().and_then(|q| {
         form_urlencoded::parse(q.as_bytes())

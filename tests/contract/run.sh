@@ -1,0 +1,515 @@
+#!/usr/bin/env bash
+# Contract test: a running ociregistry against its API contract, schema/openapi.yaml.
+#
+#   1. tools: a Python venv with the pinned tools of tests/contract/requirements.txt (schemathesis,
+#      openapi-spec-validator, jsonschema, PyYAML), kept in target/contract-venv between runs;
+#   2. static checks: the spec is valid OpenAPI; docs/api.md is what schema/render-api-md.py renders from it;
+#      schema/config.schema.json gives the verdicts of tests/contract/config-cases/ (the loader's side of
+#      that agreement is `cargo test --test config_schema`);
+#   3. a live server: Debian's docker-registry as the upstream, holding the byte-for-byte reproducible images
+#      of tests/contract/make_images.py (whose digests are the spec's examples), pushed with skopeo;
+#      `ociregistry serve` with default_registry = that upstream; both images pulled through it (cached);
+#   4. schemathesis runs every operation of the spec against it (examples, coverage and fuzzing phases) and
+#      checks status codes, content types, response headers and bodies against the spec, no 5xx, 4xx for
+#      invalid input, 405 + Allow for undocumented methods (checks and exceptions: schemathesis.toml);
+#   5. the answers random input cannot reach (cold fills; 403, 429, 502 from a misbehaving or dead upstream:
+#      tests/contract/fake_upstream.py) are checked against the spec with the same schemathesis checks;
+#   6. known server bugs are probed separately and reported as XFAIL (CONTRACT_STRICT=1 makes them failures).
+#
+# Every process listens on 127.0.0.1 only. The server's HTTP(S)_PROXY points at a loopback trap, so no request
+# can leave the machine (tests/contract/hooks.py routes every generated registry host to the test upstream;
+# a request that reached the trap would fail the run). All state lives in one `mktemp -d` directory, removed
+# on exit, and every process started here is stopped by the EXIT trap.
+#
+# Env:
+#   OCIREGISTRY_BIN         binary under test (default: <repo>/target/debug/ociregistry)
+#   CONTRACT_VENV           venv directory (default: <repo>/target/contract-venv)
+#   CONTRACT_PYTHON         interpreter that creates the venv (default: python3, >= 3.9)
+#   CONTRACT_MAX_EXAMPLES   schemathesis --max-examples per operation (default 50)
+#   CONTRACT_SEED           schemathesis --seed (default 1: the same test cases every run)
+#   CONTRACT_STRICT=1       known server bugs fail the run instead of being reported as XFAIL
+#   CONTRACT_KEEP=1         keep the temp dir (logs, schemathesis reports)
+#   CONTRACT_VERBOSE=1      print every step's output, not only the output of failed steps
+#
+# Output: `PASS name` / `FAIL name` / `XFAIL name` lines, then exactly one line `contract: N passed, M failed`
+# (steps plus schemathesis operations). Exit status: 0 iff nothing failed.
+set -euo pipefail
+export PYTHONDONTWRITEBYTECODE=1   # no __pycache__ in the source tree
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+OCIREGISTRY_BIN="${OCIREGISTRY_BIN:-$REPO_ROOT/target/debug/ociregistry}"
+VENV="${CONTRACT_VENV:-$REPO_ROOT/target/contract-venv}"
+PYTHON="${CONTRACT_PYTHON:-python3}"
+MAX_EXAMPLES="${CONTRACT_MAX_EXAMPLES:-50}"
+SEED="${CONTRACT_SEED:-1}"
+SPEC="$REPO_ROOT/schema/openapi.yaml"
+REQUIREMENTS="$REPO_ROOT/tests/contract/requirements.txt"
+# The upstream as the spec's examples name it; hooks.py maps it to the real one.
+SPEC_UPSTREAM="127.0.0.1:5000"
+
+log() { printf '%s\n' "$*"; }
+die() { printf 'contract: error: %s\n' "$*" >&2; exit 2; }
+
+missing=()
+for tool in docker-registry skopeo curl "$PYTHON" timeout; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [[ ${#missing[@]} -gt 0 ]]; then
+  die "missing tools: ${missing[*]} (Debian: apt-get install -y docker-registry skopeo curl python3 python3-venv)"
+fi
+[[ -x "$OCIREGISTRY_BIN" ]] || die "ociregistry binary not found: $OCIREGISTRY_BIN (cargo build first, or set OCIREGISTRY_BIN)"
+
+TMP="$(mktemp -d /tmp/ociregistry-contract.XXXXXX)"
+PIDDIR="$TMP/pids"
+mkdir -p "$PIDDIR" "$TMP/steps" "$TMP/logs"
+
+# ---------------------------------------------------------------------------------------------------------
+# Processes: start_bg NAME LOGFILE CMD... records the real pid in $PIDDIR/NAME.pid and, once it exits, its
+# exit status in $PIDDIR/NAME.rc. cleanup stops whatever is still running: SIGTERM, then SIGKILL.
+# ---------------------------------------------------------------------------------------------------------
+start_bg() {
+  local name=$1 logf=$2
+  shift 2
+  rm -f "$PIDDIR/$name.pid" "$PIDDIR/$name.rc"
+  bash -c 'pd=$1; n=$2; lf=$3; shift 3
+           "$@" </dev/null >"$lf" 2>&1 &
+           p=$!; echo "$p" >"$pd/$n.pid.tmp"; mv "$pd/$n.pid.tmp" "$pd/$n.pid"
+           wait "$p"; echo $? >"$pd/$n.rc.tmp"; mv "$pd/$n.rc.tmp" "$pd/$n.rc"' \
+    _ "$PIDDIR" "$name" "$logf" "$@" </dev/null >/dev/null 2>&1 &
+  echo "$!" >"$PIDDIR/$name.wrapper"
+  for _ in $(seq 1 100); do
+    [[ -s "$PIDDIR/$name.pid" ]] && return 0
+    sleep 0.05
+  done
+  echo "could not start $name" >&2
+  return 1
+}
+
+is_running() { [[ -s "$PIDDIR/$1.pid" && ! -e "$PIDDIR/$1.rc" ]]; }
+
+cleanup() {
+  local rc=$?
+  set +e
+  trap - EXIT INT TERM
+  local f
+  for f in "$PIDDIR"/*.pid; do
+    [[ -e "$f" ]] || continue
+    is_running "$(basename "$f" .pid)" && kill -TERM "$(cat "$f")" 2>/dev/null
+  done
+  for _ in $(seq 1 50); do
+    local alive=0
+    for f in "$PIDDIR"/*.pid; do
+      [[ -e "$f" ]] || continue
+      kill -0 "$(cat "$f")" 2>/dev/null && alive=1
+    done
+    [[ $alive -eq 0 ]] && break
+    sleep 0.1
+  done
+  for f in "$PIDDIR"/*.pid "$PIDDIR"/*.wrapper; do
+    [[ -e "$f" ]] || continue
+    kill -0 "$(cat "$f")" 2>/dev/null && kill -KILL "$(cat "$f")" 2>/dev/null
+  done
+  if [[ "${CONTRACT_KEEP:-0}" == "1" ]]; then
+    echo "contract: keeping $TMP" >&2
+  else
+    rm -rf "$TMP"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------------------------------------
+# Steps: run_step NAME FUNC ARGS... runs FUNC in a subshell with errexit, captures its output, prints
+# PASS/FAIL (the output of a failed step is shown). Never call it in a conditional context. critical_step
+# aborts the suite when a prerequisite fails. xfail_step: a probe of a known server bug; it "passes" as XFAIL
+# while the bug is there, and fails (XPASS: remove the probe from the list of known bugs) once it is fixed.
+# ---------------------------------------------------------------------------------------------------------
+PASSED=0
+FAILED=0
+FAILED_NAMES=()
+XFAILS=()
+STEP_NO=0
+
+run_step() {
+  local name=$1
+  shift
+  STEP_NO=$((STEP_NO + 1))
+  local out rc
+  out="$TMP/steps/$(printf '%02d' "$STEP_NO").log"
+  set +e
+  (
+    set -euo pipefail
+    "$@"
+  ) >"$out" 2>&1
+  rc=$?
+  set -e
+  if [[ $rc -eq 0 ]]; then
+    STEP_OK=1
+    PASSED=$((PASSED + 1))
+    log "PASS $name"
+    if [[ "${CONTRACT_VERBOSE:-0}" == "1" ]]; then sed 's/^/    /' "$out"; fi
+    return 0
+  fi
+  STEP_OK=0
+  FAILED=$((FAILED + 1))
+  FAILED_NAMES+=("$name")
+  log "FAIL $name"
+  if [[ "${CONTRACT_VERBOSE:-0}" == "1" ]]; then sed 's/^/    /' "$out"; else sed 's/^/    /' "$out" | tail -n 80; fi
+  return 0
+}
+
+critical_step() {
+  run_step "$@"
+  if [[ $STEP_OK -ne 1 ]]; then
+    log "aborting: prerequisite step failed, remaining steps not run"
+    finish || exit 1
+  fi
+}
+
+# xfail_step BUG NAME FUNC ARGS...: FUNC checks the correct behaviour.
+xfail_step() {
+  local bug=$1 name=$2
+  shift 2
+  STEP_NO=$((STEP_NO + 1))
+  local out rc
+  out="$TMP/steps/$(printf '%02d' "$STEP_NO").log"
+  set +e
+  (
+    set -euo pipefail
+    "$@"
+  ) >"$out" 2>&1
+  rc=$?
+  set -e
+  if [[ $rc -eq 0 ]]; then
+    FAILED=$((FAILED + 1))
+    FAILED_NAMES+=("$name")
+    log "FAIL (XPASS) $name: the known bug is fixed; move this probe out of the known bugs in tests/contract/run.sh"
+  elif [[ "${CONTRACT_STRICT:-0}" == "1" ]]; then
+    FAILED=$((FAILED + 1))
+    FAILED_NAMES+=("$name")
+    log "FAIL $name (known bug: $bug)"
+    sed 's/^/    /' "$out" | tail -n 20
+  else
+    PASSED=$((PASSED + 1))
+    XFAILS+=("$name")
+    log "XFAIL $name (known bug: $bug)"
+    sed 's/^/    /' "$out" | tail -n 20
+  fi
+}
+
+finish() {
+  if [[ ${#XFAILS[@]} -gt 0 ]]; then
+    log "known server bugs (XFAIL, counted as passed; CONTRACT_STRICT=1 fails on them): ${#XFAILS[@]}"
+  fi
+  if [[ $FAILED -gt 0 ]]; then
+    log "failed: ${FAILED_NAMES[*]}"
+    local f
+    for f in "$TMP"/logs/*.log; do
+      [[ -e "$f" ]] || continue
+      log "----- tail of $(basename "$f") -----"
+      tail -n 15 "$f" | cut -c1-300 | sed 's/^/    /'
+    done
+  fi
+  log "contract: $PASSED passed, $FAILED failed"
+  [[ $FAILED -eq 0 ]]
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------------------
+USED_PORTS=" "
+pick_port() { # VAR: a free TCP port on 127.0.0.1, never handed out twice in this run
+  local p
+  for _ in $(seq 1 50); do
+    p="$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+    [[ "$USED_PORTS" == *" $p "* ]] && continue
+    USED_PORTS+="$p "
+    printf -v "$1" '%s' "$p"
+    return 0
+  done
+  echo "no free port found" >&2
+  return 1
+}
+
+wait_http() { # URL TIMEOUT_S PROCESS_NAME: until GET URL answers 200; fails early if the process died
+  local url=$1 t=$2 name=$3 code=""
+  for _ in $(seq 1 $((t * 10))); do
+    if ! is_running "$name"; then
+      echo "$name exited (status $(cat "$PIDDIR/$name.rc" 2>/dev/null)) before $url answered" >&2
+      return 1
+    fi
+    code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" 2>/dev/null || true)"
+    [[ "$code" == "200" ]] && return 0
+    sleep 0.1
+  done
+  echo "$url did not answer 200 within ${t}s (last status: ${code:-none})" >&2
+  return 1
+}
+
+py() { "$VENV/bin/python" "$@"; }
+
+pick_port UPPORT
+pick_port OCIPORT
+pick_port TRAPPORT
+pick_port FAKEPORT
+pick_port DEADPORT   # nothing ever listens here
+UP="127.0.0.1:$UPPORT"
+FAKE="127.0.0.1:$FAKEPORT"
+OCI="127.0.0.1:$OCIPORT"
+echo "contract: temp dir $TMP; upstream $UP; scripted upstream $FAKE; ociregistry $OCI; proxy trap 127.0.0.1:$TRAPPORT; binary $OCIREGISTRY_BIN"
+
+# ---------------------------------------------------------------------------------------------------------
+# Steps
+# ---------------------------------------------------------------------------------------------------------
+step_venv() {
+  if [[ -x "$VENV/bin/python" ]] && cmp -s "$REQUIREMENTS" "$VENV/contract-requirements.txt"; then
+    echo "reusing $VENV"
+  else
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV" || {
+      echo "could not create a venv with $PYTHON (Debian: apt-get install -y python3-venv)" >&2
+      return 1
+    }
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
+    cp "$REQUIREMENTS" "$VENV/contract-requirements.txt"
+  fi
+  "$VENV/bin/schemathesis" --version
+}
+
+step_spec_valid() {
+  "$VENV/bin/openapi-spec-validator" "$SPEC"
+}
+
+step_docs_current() {
+  py "$REPO_ROOT/schema/render-api-md.py" --check
+}
+
+step_config_schema() {
+  py "$REPO_ROOT/tests/contract/check_config_schema.py" "$REPO_ROOT"
+}
+
+# The images, and the spec's example digests are all among them (else the examples would only hit 404s).
+step_images() {
+  py "$REPO_ROOT/tests/contract/make_images.py" "$TMP/images" >/dev/null
+  py - "$SPEC" "$TMP/images/images.json" <<'EOF'
+import json, re, sys, yaml
+spec = yaml.safe_load(open(sys.argv[1]))
+images = json.load(open(sys.argv[2]))
+built = {d for image in images.values() for d in [*image["manifests"], *image["blobs"]]}
+found = set()
+def walk(node, in_examples=False):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            walk(value, in_examples or key == "examples")
+    elif isinstance(node, list):
+        for value in node:
+            walk(value, in_examples)
+    elif in_examples and isinstance(node, str):
+        found.update(re.findall(r"sha256:[0-9a-f]{64}", node))
+walk(spec)
+placeholder = "sha256:" + "0" * 64  # the "stale ETag" example: deliberately matches nothing
+unknown = sorted(found - built - {placeholder})
+if unknown:
+    sys.exit("spec examples name digests that tests/contract/make_images.py does not build "
+             f"(did the image builder change?): {unknown}")
+print(f"{len(built)} objects built; all {len(found)} digests in the spec's examples are among them")
+EOF
+}
+
+step_start_upstream() {
+  mkdir -p "$TMP/upstream"
+  cat >"$TMP/upstream/config.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $TMP/upstream/data
+  delete:
+    enabled: true
+http:
+  addr: $UP
+EOF
+  start_bg upstream "$TMP/logs/docker-registry.log" docker-registry serve "$TMP/upstream/config.yml"
+  wait_http "http://$UP/v2/" 30 upstream
+}
+
+step_push() {
+  local key layout repo tag
+  for key in hello app; do
+    read -r layout repo tag < <(py -c 'import json,sys; i=json.load(open(sys.argv[1]))[sys.argv[2]]; print(i["layout"], i["repository"], i["tag"])' "$TMP/images/images.json" "$key")
+    timeout 120 skopeo copy --all --preserve-digests --dest-tls-verify=false \
+      "oci:$TMP/images/$layout:$tag" "docker://$UP/$repo:$tag"
+  done
+}
+
+# Anything that connects here is a request the server sent towards a non-loopback upstream.
+step_start_trap() {
+  start_bg trap "$TMP/logs/proxy-trap.log" "$VENV/bin/python" -u -c '
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(16)
+print("READY", flush=True)
+while True:
+    c, _ = s.accept()
+    c.settimeout(2)
+    try:
+        line = c.recv(512).split(b"\r\n", 1)[0]
+    except OSError:
+        line = b"?"
+    print("TRAPPED", line.decode("latin-1"), flush=True)
+    c.close()
+' "$TRAPPORT"
+  for _ in $(seq 1 50); do
+    grep -q READY "$TMP/logs/proxy-trap.log" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "proxy trap did not start" >&2
+  return 1
+}
+
+step_start_fake_upstream() {
+  start_bg fake-upstream "$TMP/logs/fake-upstream.log" "$VENV/bin/python" -u "$REPO_ROOT/tests/contract/fake_upstream.py" "$FAKEPORT"
+  wait_http "http://$FAKE/v2/" 30 fake-upstream
+}
+
+step_start_ociregistry() {
+  cat >"$TMP/config.yaml" <<EOF
+log_level: info
+default_registry: "$UP"
+tag_ttl: 10m
+registries:
+  - name: "$UP"
+    scheme: http
+  - name: "$FAKE"
+    scheme: http
+EOF
+  start_bg ociregistry "$TMP/logs/ociregistry.log" env \
+    HTTP_PROXY="http://127.0.0.1:$TRAPPORT" HTTPS_PROXY="http://127.0.0.1:$TRAPPORT" ALL_PROXY="http://127.0.0.1:$TRAPPORT" \
+    http_proxy="http://127.0.0.1:$TRAPPORT" https_proxy="http://127.0.0.1:$TRAPPORT" all_proxy="http://127.0.0.1:$TRAPPORT" \
+    NO_PROXY=127.0.0.1 no_proxy=127.0.0.1 \
+    "$OCIREGISTRY_BIN" serve --listen "$OCI" --data-dir "$TMP/data" --config-file "$TMP/config.yaml"
+  wait_http "http://$OCI/v2/" 30 ociregistry
+}
+
+# Everything the examples name is cached before schemathesis runs: skopeo pulls each image (all platforms).
+step_prepull() {
+  local key repo tag top got
+  mkdir -p "$TMP/pulled"
+  for key in hello app; do
+    read -r repo tag top < <(py -c 'import json,sys; i=json.load(open(sys.argv[1]))[sys.argv[2]]; print(i["repository"], i["tag"], i["top"])' "$TMP/images/images.json" "$key")
+    timeout 120 skopeo copy --all --preserve-digests --src-tls-verify=false \
+      "docker://$OCI/$repo:$tag" "oci:$TMP/pulled/$key:$tag"
+    got="$(timeout 60 skopeo inspect --raw --tls-verify=false "docker://$OCI/$repo:$tag" | sha256sum | cut -d' ' -f1)"
+    [[ "sha256:$got" == "$top" ]] || { echo "$repo:$tag through ociregistry is sha256:$got, expected $top" >&2; return 1; }
+    echo "$repo:$tag cached ($top)"
+  done
+}
+
+step_schemathesis() {
+  local rc=0
+  (
+    cd "$TMP"
+    CONTRACT_UPSTREAM="$UP" SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$REPO_ROOT/tests/contract" \
+      timeout 1800 "$VENV/bin/schemathesis" --config-file "$REPO_ROOT/tests/contract/schemathesis.toml" run "$SPEC" \
+      --url "http://$OCI" \
+      --phases examples,coverage,fuzzing \
+      --max-examples "$MAX_EXAMPLES" \
+      --seed "$SEED" \
+      --generation-database none \
+      --request-timeout 30 \
+      --no-color \
+      --report junit --report-junit-path "$TMP/schemathesis-junit.xml"
+  ) >"$TMP/schemathesis.out" 2>&1 || rc=$?
+  # One result per operation (from the JUnit report), in this suite's PASS/FAIL format.
+  py - "$TMP/schemathesis-junit.xml" "$TMP/schemathesis.results" <<'EOF' || true
+import sys, xml.etree.ElementTree as ET
+out = open(sys.argv[2], "w")
+for case in ET.parse(sys.argv[1]).getroot().iter("testcase"):
+    bad = case.find("failure") is not None or case.find("error") is not None
+    skipped = case.find("skipped") is not None
+    out.write(f"{'FAIL' if bad else 'SKIP' if skipped else 'PASS'} schemathesis {case.get('name')}\n")
+EOF
+  sed -n '/^=* SUMMARY =*$/,$p' "$TMP/schemathesis.out" | grep -v '^ *$' | head -n 60 || true
+  if [[ $rc -ne 0 ]]; then
+    echo "--- schemathesis failures (full output: keep the temp dir with CONTRACT_KEEP=1) ---"
+    sed -n '/^=* FAILURES =*$/,/^=* SUMMARY =*$/p' "$TMP/schemathesis.out" | head -n 200
+    return 1
+  fi
+}
+
+# Counts the operations of the JUnit report as results of their own (after the step that ran them).
+count_operations() {
+  [[ -s "$TMP/schemathesis.results" ]] || return 0
+  local line
+  while read -r line; do
+    case "$line" in
+      PASS*) PASSED=$((PASSED + 1)); [[ "${CONTRACT_VERBOSE:-0}" == "1" ]] && log "$line" ;;
+      FAIL*) FAILED=$((FAILED + 1)); FAILED_NAMES+=("${line#FAIL schemathesis }"); log "$line" ;;
+      SKIP*) log "$line" ;;
+    esac
+  done <"$TMP/schemathesis.results"
+  log "schemathesis operations: $(grep -c '^PASS' "$TMP/schemathesis.results" || true) passed, $(grep -c '^FAIL' "$TMP/schemathesis.results" || true) failed, $(grep -c '^SKIP' "$TMP/schemathesis.results" || true) skipped"
+}
+
+step_upstream_answers() {
+  py "$REPO_ROOT/tests/contract/upstream_answers.py" "$SPEC" "http://$OCI" "$FAKE" "127.0.0.1:$DEADPORT"
+}
+
+step_nothing_trapped() {
+  if grep -q TRAPPED "$TMP/logs/proxy-trap.log"; then
+    echo "the server sent requests towards non-loopback upstreams:" >&2
+    grep TRAPPED "$TMP/logs/proxy-trap.log" | sort | uniq -c | head -n 20 >&2
+    return 1
+  fi
+  echo "no request left loopback"
+}
+
+step_server_healthy() {
+  is_running ociregistry || { echo "ociregistry exited (status $(cat "$PIDDIR/ociregistry.rc"))" >&2; return 1; }
+  if grep -aE "panicked|RUST_BACKTRACE" "$TMP/logs/ociregistry.log"; then
+    echo "ociregistry panicked during the run" >&2
+    return 1
+  fi
+  curl -sf -o /dev/null "http://$OCI/v2/"
+  echo "ociregistry still serving, no panics in its log"
+}
+
+# A percent-encoded ':' (what OpenAPI/RFC 6570 clients send for a path parameter) must mean ':', as in
+# Distribution (the reference registry).
+probe_encoded_colon() {
+  local digest code
+  digest="$(py -c 'import json,sys; print(json.load(open(sys.argv[1]))["hello"]["top"])' "$TMP/images/images.json")"
+  code="$(curl -s -o "$TMP/probe.body" -w '%{http_code}' "http://$OCI/v2/hello/manifests/${digest/:/%3A}")"
+  echo "GET /v2/hello/manifests/${digest/:/%3A} -> $code $(head -c 200 "$TMP/probe.body")"
+  code_up="$(curl -s -o /dev/null -w '%{http_code}' -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$UP/v2/hello/manifests/${digest/:/%3A}")"
+  echo "(the upstream, Distribution, answers the same request with $code_up)"
+  [[ "$code" == 200 ]]
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# The suite
+# ---------------------------------------------------------------------------------------------------------
+critical_step "python venv with the pinned contract tools ($VENV)" step_venv
+run_step "schema/openapi.yaml is valid OpenAPI (openapi-spec-validator)" step_spec_valid
+run_step "docs/api.md is up to date with schema/openapi.yaml" step_docs_current
+run_step "schema/config.schema.json agrees with tests/contract/config-cases" step_config_schema
+critical_step "build the test images; the spec's example digests are theirs" step_images
+critical_step "upstream docker-registry starts on $UP" step_start_upstream
+critical_step "skopeo pushes hello:latest and contract/app:v1 to the upstream" step_push
+critical_step "proxy trap listens (no request may leave loopback)" step_start_trap
+critical_step "scripted upstream starts on $FAKE (tests/contract/fake_upstream.py)" step_start_fake_upstream
+critical_step "ociregistry serve starts on $OCI" step_start_ociregistry
+critical_step "both images pulled through ociregistry (cached)" step_prepull
+run_step "schemathesis: every operation conforms to schema/openapi.yaml (max $MAX_EXAMPLES examples, seed $SEED)" step_schemathesis
+count_operations
+run_step "cold fills and 403/429/502 answers (tests/contract/fake_upstream.py, a dead port) conform to the spec" step_upstream_answers
+run_step "no request reached the proxy trap" step_nothing_trapped
+run_step "ociregistry survived the run" step_server_healthy
+run_step "GET /v2/hello/manifests/sha256%3A... is the manifest (as for a literal ':')" probe_encoded_colon
+
+finish || exit 1
