@@ -24,6 +24,7 @@
 #   OCIREGISTRY_BIN      binary to measure (default <repo>/target/release/ociregistry)
 #   OUT [benches/load/out]  output directory;  KEEP=1 keeps the temp dir (logs) for debugging
 #   NO_PLOT=1            skip the PNG
+#   BLOB_IO [mmap]       ociregistry's `blob_io` (mmap or buffered), to compare the two ways of reading blobs
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -216,7 +217,7 @@ CPU_BUSY="$(awk -v t="$((CPU_T1 - CPU_T0))" -v i="$((CPU_I1 - CPU_I0))" 'BEGIN {
   echo "skopeo=$(skopeo --version 2>&1)"
   echo "curl=$(curl --version | head -n 1 | cut -d' ' -f1-2)"
   echo "python=$(python3 --version 2>&1)"
-  echo "params=DURATION=${DURATION}s RUNS=$RUNS CONNS_A='$CONNS_A' CONNS_B='$CONNS_B' COLD_RUNS=$COLD_RUNS THUNDER=$THUNDER RSS_MANIFESTS=$RSS_MANIFESTS STARTUP_MANIFESTS=$STARTUP_MANIFESTS STARTUP_RUNS=$STARTUP_RUNS"
+  echo "params=DURATION=${DURATION}s RUNS=$RUNS CONNS_A='$CONNS_A' CONNS_B='$CONNS_B' COLD_RUNS=$COLD_RUNS THUNDER=$THUNDER RSS_MANIFESTS=$RSS_MANIFESTS STARTUP_MANIFESTS=$STARTUP_MANIFESTS STARTUP_RUNS=$STARTUP_RUNS BLOB_IO=${BLOB_IO:-mmap}"
   echo "load_start=$LOAD_START"
   echo "cpu_busy_before=${CPU_BUSY}% of all CPUs busy during the 2 s before the start"
 } >"$TMP/machine.txt"
@@ -313,6 +314,7 @@ cat >"$TMP/ociregistry.yaml" <<EOF
 default_registry: $UP
 log_level: warn
 tag_ttl: 1h
+blob_io: ${BLOB_IO:-mmap}
 registries:
   - name: $UP
     scheme: http
@@ -629,6 +631,7 @@ scenario_ef() {
 default_registry: 127.0.0.1:$SYN_PORT
 log_level: warn
 tag_ttl: 1h
+blob_io: ${BLOB_IO:-mmap}
 registries:
   - name: 127.0.0.1:$SYN_PORT
     scheme: http
