@@ -23,6 +23,10 @@ const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 const REFERENCED_BY: MultimapTableDefinition<&str, &str> =
     MultimapTableDefinition::new("referenced_by");
 
+/// redb's own page cache. Hot manifests and tags are served from the moka cache in front of the index, so
+/// redb needs little; its default (1 GiB) would let resident memory grow with the index size.
+const INDEX_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 /// Errors from the index, as text: callers map them to an internal registry error.
 pub type IndexResult<T> = Result<T, String>;
 
@@ -73,7 +77,12 @@ impl Index {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| err("create dir")(&e))?;
         }
-        let db = try_index!(Database::create(path), "open");
+        let db = try_index!(
+            Database::builder()
+                .set_cache_size(INDEX_CACHE_BYTES)
+                .create(path),
+            "open"
+        );
         let txn = try_index!(db.begin_write(), "begin");
         {
             try_index!(txn.open_table(MANIFEST_META), "open table");
