@@ -94,7 +94,7 @@ impl Default for Config {
             blobs: None,
             log_level: "info".into(),
             default_registry: "docker.io".into(),
-            hot_cache_bytes: 32 * 1024 * 1024,
+            hot_cache_bytes: 16 * 1024 * 1024,
             tag_ttl: Duration::from_secs(600),
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_timeout: Duration::from_secs(30),

@@ -25,7 +25,7 @@ const REFERENCED_BY: MultimapTableDefinition<&str, &str> =
 
 /// redb's own page cache. Hot manifests and tags are served from the moka cache in front of the index, so
 /// redb needs little; its default (1 GiB) would let resident memory grow with the index size.
-const INDEX_CACHE_BYTES: usize = 16 * 1024 * 1024;
+const INDEX_CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Errors from the index, as text: callers map them to an internal registry error.
 pub type IndexResult<T> = Result<T, String>;
