@@ -11,7 +11,7 @@ use super::hot::{CachedManifest, HotCache, TagEntry};
 use super::{CacheStatus, PullThrough};
 use crate::digest::{Algorithm, Digest};
 use crate::error::RegistryError;
-use crate::manifest::inspect;
+use crate::manifest::{inspect, ManifestInfo};
 use crate::reference::Reference;
 use crate::route::Target;
 use crate::store::{unix_now, ManifestWrite, StoredManifest, TagRecord};
@@ -88,8 +88,12 @@ impl PullThrough {
                 Ok(_) | Err(RegistryError::UpstreamUnavailable(_)) => {}
                 Err(e) => return Err(e),
             }
+            let info = ManifestInfo {
+                media_type: stored.meta.media_type.clone(),
+                references: stored.meta.references.clone(),
+            };
             let manifest = cached_from_store(digest, stored);
-            self.record_manifest(target, &manifest, None).await?;
+            self.record_manifest(target, &manifest, info, None).await?;
             return Ok(Arc::new(manifest));
         }
         *status = CacheStatus::Miss;
@@ -102,23 +106,9 @@ impl PullThrough {
                 target.registry, target.repository
             )));
         }
-        let manifest = self.verified_manifest(digest.clone(), &fetched)?;
-        self.record_manifest(target, &manifest, None).await?;
+        let (manifest, info) = verified_manifest(digest.clone(), &fetched)?;
+        self.record_manifest(target, &manifest, info, None).await?;
         Ok(Arc::new(manifest))
-    }
-
-    /// Builds a servable manifest from upstream bytes whose digest has been checked.
-    fn verified_manifest(
-        &self,
-        digest: Digest,
-        fetched: &FetchedManifest,
-    ) -> Result<CachedManifest, RegistryError> {
-        let info = inspect(&fetched.body, fetched.content_type.as_deref())?;
-        Ok(CachedManifest::new(
-            digest,
-            &info.media_type,
-            fetched.body.clone(),
-        ))
     }
 
     /// Writes a manifest (and optionally a tag) to the index.
@@ -126,9 +116,9 @@ impl PullThrough {
         &self,
         target: &Target,
         manifest: &CachedManifest,
+        info: ManifestInfo,
         tag: Option<(Box<str>, TagRecord)>,
     ) -> Result<(), RegistryError> {
-        let info = inspect(&manifest.body, manifest.content_type.to_str().ok())?;
         let digest = manifest.digest.to_string();
         let body = manifest.body.clone();
         let repository = target.to_string();
@@ -250,13 +240,13 @@ impl PullThrough {
         }
         let fetched = client.manifest(&target.repository, tag).await?;
         let digest = digest_for_tag(target, &fetched)?;
-        let manifest = self.verified_manifest(digest.clone(), &fetched)?;
+        let (manifest, info) = verified_manifest(digest.clone(), &fetched)?;
         let record = TagRecord {
             digest: digest.to_string(),
             fetched_at: now,
             created: stored.map(|(_, r)| r.created).unwrap_or(now),
         };
-        self.record_manifest(target, &manifest, Some((key.into(), record)))
+        self.record_manifest(target, &manifest, info, Some((key.into(), record)))
             .await?;
         self.hot
             .manifests
@@ -285,6 +275,16 @@ fn digest_for_tag(target: &Target, fetched: &FetchedManifest) -> Result<Digest, 
         ))),
         _ => Ok(actual),
     }
+}
+
+/// Builds a servable manifest from upstream bytes whose digest has been checked, and what it references.
+fn verified_manifest(
+    digest: Digest,
+    fetched: &FetchedManifest,
+) -> Result<(CachedManifest, ManifestInfo), RegistryError> {
+    let info = inspect(&fetched.body, fetched.content_type.as_deref())?;
+    let manifest = CachedManifest::new(digest, &info.media_type, fetched.body.clone());
+    Ok((manifest, info))
 }
 
 fn cached_from_store(digest: &Digest, stored: StoredManifest) -> CachedManifest {
