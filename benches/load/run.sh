@@ -29,6 +29,8 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$HERE/../.." && pwd)"
+source "$REPO_ROOT/tests/lib/harness.sh"
+HARNESS_PORT_FATAL=1   # pick_port dies (through die) instead of returning 1
 OUT="${OUT:-$HERE/out}"
 DURATION="${DURATION:-3}"
 DURATION="${DURATION%s}"
@@ -147,25 +149,15 @@ cleanup() {
   fi
   exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+harness_traps cleanup
 
-USED_PORTS=" "
-pick_port() { # VAR
-  local p
-  for _ in $(seq 1 50); do
-    p="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
-    [[ "$USED_PORTS" == *" $p "* ]] && continue
-    USED_PORTS+="$p "
-    printf -v "$1" '%s' "$p"
-    return 0
-  done
-  die "no free port"
-}
+# pick_port VAR: tests/lib/harness.sh (HARNESS_PORT_FATAL=1: dies when no port is free).
+# Not harness.sh's start_bg / stop_bg / wait_http: here processes are direct children of the main shell (pid_of
+# is the measured process itself, logs are appended across restarts, stop_proc reaps and forgets the process),
+# and a process that does not come up is fatal for the whole benchmark.
 
-# wait_http URL NAME [TIMEOUT_S]: until GET URL answers 200; fails if process NAME died.
-wait_http() {
+# wait_http_or_die URL NAME [TIMEOUT_S]: until GET URL answers 200; dies if process NAME died.
+wait_http_or_die() {
   local url=$1 name=$2 t=${3:-60} code=""
   for _ in $(seq 1 $((t * 20))); do
     kill -0 "$(pid_of "$name")" 2>/dev/null || die "$name exited before $url answered (see $TMP/logs/$name.log)"
@@ -249,7 +241,7 @@ http:
   addr: $UP
 EOF
 start_proc upstream "$TMP/logs/upstream.log" docker-registry serve "$TMP/upstream/config.yml"
-wait_http "http://$UP/v2/" upstream
+wait_http_or_die "http://$UP/v2/" upstream
 UPLOG="$TMP/logs/upstream.log"
 
 put_blob() { # LAYOUT FILE -> "sha256:<hex> <size>"
@@ -322,7 +314,7 @@ EOF
 start_oci() { # NAME PORT DATADIR [CONFIG]
   start_proc "$1" "$TMP/logs/$1.log" env RUST_LOG=warn "$OCIREGISTRY_BIN" serve --listen "127.0.0.1:$2" \
     --data-dir "$3" --config-file "${4:-$TMP/ociregistry.yaml}"
-  wait_http "http://127.0.0.1:$2/v2/" "$1"
+  wait_http_or_die "http://127.0.0.1:$2/v2/" "$1"
 }
 
 # Distribution as a pull-through cache. Its own access log is disabled and its level is warn, as for ociregistry.
@@ -345,7 +337,7 @@ proxy:
   remoteurl: http://$UP
 EOF
   start_proc "$1" "$TMP/logs/$1.log" docker-registry serve "$3.yml"
-  wait_http "http://127.0.0.1:$2/v2/" "$1"
+  wait_http_or_die "http://127.0.0.1:$2/v2/" "$1"
 }
 
 # nginx: the manifest and the blobs as static files under the same URL paths; sendfile on, 2 workers, no access log.
@@ -384,7 +376,7 @@ http {
 }
 EOF
   start_proc nginx "$TMP/logs/nginx.log" nginx -p "$N" -e "$N/error.log" -c "$N/nginx.conf"
-  wait_http "http://127.0.0.1:$1/v2/$REPO_WARM/manifests/$TAG" nginx
+  wait_http_or_die "http://127.0.0.1:$1/v2/$REPO_WARM/manifests/$TAG" nginx
 }
 
 nginx_rss_kib() { # KEY(VmRSS|VmHWM): master + workers
@@ -626,7 +618,7 @@ scenario_ef() {
   local port oci_port secs dir="$TMP/oci-many" cfg="$TMP/ociregistry-synth.yaml" rss
   pick_port SYN_PORT
   start_proc synth "$TMP/logs/synth.log" python3 "$HERE/synth_upstream.py" --port "$SYN_PORT" --count "$STARTUP_MANIFESTS"
-  wait_http "http://127.0.0.1:$SYN_PORT/v2/" synth 120
+  wait_http_or_die "http://127.0.0.1:$SYN_PORT/v2/" synth 120
   cat >"$cfg" <<EOF
 default_registry: 127.0.0.1:$SYN_PORT
 log_level: warn

@@ -37,9 +37,15 @@ set -euo pipefail
 export PYTHONDONTWRITEBYTECODE=1   # no __pycache__ in the source tree
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+source "$REPO_ROOT/tests/lib/harness.sh"
+HARNESS_NAME=contract
+HARNESS_KEEP="${CONTRACT_KEEP:-0}"
+HARNESS_VERBOSE="${CONTRACT_VERBOSE:-0}"
+HARNESS_FAIL_TAIL=80
 OCIREGISTRY_BIN="${OCIREGISTRY_BIN:-$REPO_ROOT/target/debug/ociregistry}"
 VENV="${CONTRACT_VENV:-$REPO_ROOT/target/contract-venv}"
 PYTHON="${CONTRACT_PYTHON:-python3}"
+HARNESS_PYTHON="$PYTHON"   # pick_port
 MAX_EXAMPLES="${CONTRACT_MAX_EXAMPLES:-50}"
 SEED="${CONTRACT_SEED:-1}"
 SPEC="$REPO_ROOT/schema/openapi.yaml"
@@ -64,125 +70,24 @@ PIDDIR="$TMP/pids"
 mkdir -p "$PIDDIR" "$TMP/steps" "$TMP/logs"
 
 # ---------------------------------------------------------------------------------------------------------
-# Processes: start_bg NAME LOGFILE CMD... records the real pid in $PIDDIR/NAME.pid and, once it exits, its
-# exit status in $PIDDIR/NAME.rc. cleanup stops whatever is still running: SIGTERM, then SIGKILL.
+# Processes, cleanup and steps: tests/lib/harness.sh. start_bg NAME LOGFILE CMD... records the real pid in
+# $PIDDIR/NAME.pid and, once it exits, its exit status in $PIDDIR/NAME.rc; the EXIT trap stops whatever is
+# still running (SIGTERM, then SIGKILL) and removes $TMP. run_step NAME FUNC ARGS... runs FUNC in a subshell
+# with errexit, captures its output, prints PASS/FAIL (the output of a failed step is shown). Never call it in
+# a conditional context. critical_step aborts the suite when a prerequisite fails. xfail_step: a probe of a
+# known server bug; it "passes" as XFAIL while the bug is there, and fails (XPASS: remove the probe from the
+# list of known bugs) once it is fixed.
 # ---------------------------------------------------------------------------------------------------------
-start_bg() {
-  local name=$1 logf=$2
-  shift 2
-  rm -f "$PIDDIR/$name.pid" "$PIDDIR/$name.rc"
-  bash -c 'pd=$1; n=$2; lf=$3; shift 3
-           "$@" </dev/null >"$lf" 2>&1 &
-           p=$!; echo "$p" >"$pd/$n.pid.tmp"; mv "$pd/$n.pid.tmp" "$pd/$n.pid"
-           wait "$p"; echo $? >"$pd/$n.rc.tmp"; mv "$pd/$n.rc.tmp" "$pd/$n.rc"' \
-    _ "$PIDDIR" "$name" "$logf" "$@" </dev/null >/dev/null 2>&1 &
-  echo "$!" >"$PIDDIR/$name.wrapper"
-  for _ in $(seq 1 100); do
-    [[ -s "$PIDDIR/$name.pid" ]] && return 0
-    sleep 0.05
-  done
-  echo "could not start $name" >&2
-  return 1
-}
+harness_traps harness_cleanup
 
-is_running() { [[ -s "$PIDDIR/$1.pid" && ! -e "$PIDDIR/$1.rc" ]]; }
-
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM
-  local f
-  for f in "$PIDDIR"/*.pid; do
-    [[ -e "$f" ]] || continue
-    is_running "$(basename "$f" .pid)" && kill -TERM "$(cat "$f")" 2>/dev/null
-  done
-  for _ in $(seq 1 50); do
-    local alive=0
-    for f in "$PIDDIR"/*.pid; do
-      [[ -e "$f" ]] || continue
-      kill -0 "$(cat "$f")" 2>/dev/null && alive=1
-    done
-    [[ $alive -eq 0 ]] && break
-    sleep 0.1
-  done
-  for f in "$PIDDIR"/*.pid "$PIDDIR"/*.wrapper; do
-    [[ -e "$f" ]] || continue
-    kill -0 "$(cat "$f")" 2>/dev/null && kill -KILL "$(cat "$f")" 2>/dev/null
-  done
-  if [[ "${CONTRACT_KEEP:-0}" == "1" ]]; then
-    echo "contract: keeping $TMP" >&2
-  else
-    rm -rf "$TMP"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# ---------------------------------------------------------------------------------------------------------
-# Steps: run_step NAME FUNC ARGS... runs FUNC in a subshell with errexit, captures its output, prints
-# PASS/FAIL (the output of a failed step is shown). Never call it in a conditional context. critical_step
-# aborts the suite when a prerequisite fails. xfail_step: a probe of a known server bug; it "passes" as XFAIL
-# while the bug is there, and fails (XPASS: remove the probe from the list of known bugs) once it is fixed.
-# ---------------------------------------------------------------------------------------------------------
-PASSED=0
-FAILED=0
-FAILED_NAMES=()
 XFAILS=()
-STEP_NO=0
-
-run_step() {
-  local name=$1
-  shift
-  STEP_NO=$((STEP_NO + 1))
-  local out rc
-  out="$TMP/steps/$(printf '%02d' "$STEP_NO").log"
-  set +e
-  (
-    set -euo pipefail
-    "$@"
-  ) >"$out" 2>&1
-  rc=$?
-  set -e
-  if [[ $rc -eq 0 ]]; then
-    STEP_OK=1
-    PASSED=$((PASSED + 1))
-    log "PASS $name"
-    if [[ "${CONTRACT_VERBOSE:-0}" == "1" ]]; then sed 's/^/    /' "$out"; fi
-    return 0
-  fi
-  STEP_OK=0
-  FAILED=$((FAILED + 1))
-  FAILED_NAMES+=("$name")
-  log "FAIL $name"
-  if [[ "${CONTRACT_VERBOSE:-0}" == "1" ]]; then sed 's/^/    /' "$out"; else sed 's/^/    /' "$out" | tail -n 80; fi
-  return 0
-}
-
-critical_step() {
-  run_step "$@"
-  if [[ $STEP_OK -ne 1 ]]; then
-    log "aborting: prerequisite step failed, remaining steps not run"
-    finish || exit 1
-  fi
-}
 
 # xfail_step BUG NAME FUNC ARGS...: FUNC checks the correct behaviour.
 xfail_step() {
   local bug=$1 name=$2
   shift 2
-  STEP_NO=$((STEP_NO + 1))
-  local out rc
-  out="$TMP/steps/$(printf '%02d' "$STEP_NO").log"
-  set +e
-  (
-    set -euo pipefail
-    "$@"
-  ) >"$out" 2>&1
-  rc=$?
-  set -e
-  if [[ $rc -eq 0 ]]; then
+  run_captured "$@"
+  if [[ $STEP_RC -eq 0 ]]; then
     FAILED=$((FAILED + 1))
     FAILED_NAMES+=("$name")
     log "FAIL (XPASS) $name: the known bug is fixed; move this probe out of the known bugs in tests/contract/run.sh"
@@ -190,12 +95,12 @@ xfail_step() {
     FAILED=$((FAILED + 1))
     FAILED_NAMES+=("$name")
     log "FAIL $name (known bug: $bug)"
-    sed 's/^/    /' "$out" | tail -n 20
+    sed 's/^/    /' "$STEP_OUT" | tail -n 20
   else
     PASSED=$((PASSED + 1))
     XFAILS+=("$name")
     log "XFAIL $name (known bug: $bug)"
-    sed 's/^/    /' "$out" | tail -n 20
+    sed 's/^/    /' "$STEP_OUT" | tail -n 20
   fi
 }
 
@@ -205,49 +110,15 @@ finish() {
   fi
   if [[ $FAILED -gt 0 ]]; then
     log "failed: ${FAILED_NAMES[*]}"
-    local f
-    for f in "$TMP"/logs/*.log; do
-      [[ -e "$f" ]] || continue
-      log "----- tail of $(basename "$f") -----"
-      tail -n 15 "$f" | cut -c1-300 | sed 's/^/    /'
-    done
+    dump_log_tails 15 300
   fi
   log "contract: $PASSED passed, $FAILED failed"
   [[ $FAILED -eq 0 ]]
 }
 
 # ---------------------------------------------------------------------------------------------------------
-# Helpers
+# Helpers (pick_port, wait_http: tests/lib/harness.sh)
 # ---------------------------------------------------------------------------------------------------------
-USED_PORTS=" "
-pick_port() { # VAR: a free TCP port on 127.0.0.1, never handed out twice in this run
-  local p
-  for _ in $(seq 1 50); do
-    p="$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
-    [[ "$USED_PORTS" == *" $p "* ]] && continue
-    USED_PORTS+="$p "
-    printf -v "$1" '%s' "$p"
-    return 0
-  done
-  echo "no free port found" >&2
-  return 1
-}
-
-wait_http() { # URL TIMEOUT_S PROCESS_NAME: until GET URL answers 200; fails early if the process died
-  local url=$1 t=$2 name=$3 code=""
-  for _ in $(seq 1 $((t * 10))); do
-    if ! is_running "$name"; then
-      echo "$name exited (status $(cat "$PIDDIR/$name.rc" 2>/dev/null)) before $url answered" >&2
-      return 1
-    fi
-    code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" 2>/dev/null || true)"
-    [[ "$code" == "200" ]] && return 0
-    sleep 0.1
-  done
-  echo "$url did not answer 200 within ${t}s (last status: ${code:-none})" >&2
-  return 1
-}
-
 py() { "$VENV/bin/python" "$@"; }
 
 pick_port UPPORT

@@ -19,6 +19,11 @@
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+source "$REPO_ROOT/tests/lib/harness.sh"
+HARNESS_NAME=e2e
+HARNESS_KEEP="${E2E_KEEP:-0}"
+HARNESS_VERBOSE="${E2E_VERBOSE:-0}"
+HARNESS_FAIL_TAIL=60
 OCIREGISTRY_BIN="${OCIREGISTRY_BIN:-$REPO_ROOT/target/debug/ociregistry}"
 CMD_TIMEOUT="${E2E_CMD_TIMEOUT:-180}"
 # containerd's default snapshotter (overlayfs) needs kernel overlay support for the unpack mounts, which is
@@ -59,199 +64,35 @@ PIDDIR="$TMP/pids"
 mkdir -p "$PIDDIR" "$TMP/steps" "$TMP/ok" "$TMP/expect" "$TMP/logs"
 
 # ---------------------------------------------------------------------------------------------------------
-# Process management. Each background process NAME is started through a tiny bash wrapper that records the
-# real pid in $PIDDIR/NAME.pid and, once it exits, its exit status in $PIDDIR/NAME.rc. This works from
-# the main shell and from step subshells alike, and lets us check the exit code after SIGTERM.
+# Process management, cleanup and steps: tests/lib/harness.sh (start_bg / is_running / stop_bg record each
+# background process's real pid and exit status in $PIDDIR; the EXIT trap stops every process, also on
+# failure or Ctrl-C). run_step NAME FUNC ARGS... runs FUNC in a subshell with errexit active, captures its
+# output and prints PASS/FAIL; steps exchange data only through files in $TMP. run_step must NOT be called in a
+# conditional context; it leaves the result in STEP_OK (1 = passed); critical_step aborts the suite when a
+# prerequisite fails.
 # ---------------------------------------------------------------------------------------------------------
-start_bg() { # NAME LOGFILE CMD...
-  local name=$1 logf=$2
-  shift 2
-  rm -f "$PIDDIR/$name.pid" "$PIDDIR/$name.rc"
-  bash -c 'pd=$1; n=$2; lf=$3; shift 3
-           "$@" </dev/null >"$lf" 2>&1 &
-           p=$!; echo "$p" >"$pd/$n.pid.tmp"; mv "$pd/$n.pid.tmp" "$pd/$n.pid"
-           wait "$p"; echo $? >"$pd/$n.rc.tmp"; mv "$pd/$n.rc.tmp" "$pd/$n.rc"' \
-    _ "$PIDDIR" "$name" "$logf" "$@" </dev/null >/dev/null 2>&1 &
-  echo "$!" >"$PIDDIR/$name.wrapper"
-  local i
-  for i in $(seq 1 100); do
-    [[ -s "$PIDDIR/$name.pid" ]] && return 0
-    sleep 0.05
-  done
-  echo "could not start $name" >&2
-  return 1
-}
-
-pid_of() { cat "$PIDDIR/$1.pid" 2>/dev/null; }
-
-is_running() { # NAME -> true while the process has not exited
-  [[ -s "$PIDDIR/$1.pid" && ! -e "$PIDDIR/$1.rc" ]]
-}
-
-# stop_bg NAME [TIMEOUT_S]: SIGTERM, wait, SIGKILL if needed. Prints the exit status recorded by the wrapper
-# (143 = killed by SIGTERM without handling it, 137 = SIGKILL).
-stop_bg() {
-  local name=$1 t=${2:-10} pid i
-  pid="$(pid_of "$name")" || return 0
-  [[ -n "$pid" ]] || return 0
-  if is_running "$name"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 $((t * 10))); do
-      [[ -e "$PIDDIR/$name.rc" ]] && break
-      sleep 0.1
-    done
-    if [[ ! -e "$PIDDIR/$name.rc" ]]; then
-      echo "$name (pid $pid) did not exit within ${t}s after SIGTERM; sending SIGKILL" >&2
-      kill -KILL "$pid" 2>/dev/null || true
-      for i in $(seq 1 50); do
-        [[ -e "$PIDDIR/$name.rc" ]] && break
-        sleep 0.1
-      done
-    fi
-  fi
-  cat "$PIDDIR/$name.rc" 2>/dev/null || echo "unknown"
-}
-
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM
-  local f pid name
-  for f in "$PIDDIR"/*.pid; do
-    [[ -e "$f" ]] || continue
-    name="$(basename "$f" .pid)"
-    is_running "$name" && kill -TERM "$(cat "$f")" 2>/dev/null
-  done
-  for _ in $(seq 1 50); do
-    local alive=0
-    for f in "$PIDDIR"/*.pid; do
-      [[ -e "$f" ]] || continue
-      kill -0 "$(cat "$f")" 2>/dev/null && alive=1
-    done
-    [[ $alive -eq 0 ]] && break
-    sleep 0.1
-  done
-  for f in "$PIDDIR"/*.pid "$PIDDIR"/*.wrapper; do
-    [[ -e "$f" ]] || continue
-    pid="$(cat "$f")"
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-  done
-  # Snapshotters may leave mounts below the temp dir (overlayfs); never leave any behind.
+# Snapshotters may leave mounts below the temp dir (overlayfs); never leave any behind.
+harness_cleanup_hook() {
   if [[ -r /proc/mounts ]]; then
     awk -v t="$TMP" 'index($2, t) == 1 { print $2 }' /proc/mounts | sort -r | while read -r m; do
       umount -l "$m" 2>/dev/null
     done
   fi
-  if [[ "${E2E_KEEP:-0}" == "1" ]]; then
-    echo "e2e: keeping $TMP" >&2
-  else
-    rm -rf "$TMP"
-  fi
-  exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# ---------------------------------------------------------------------------------------------------------
-# Steps. run_step NAME FUNC ARGS... runs FUNC in a subshell with errexit active (so any failing command fails
-# the step), captures its output and prints PASS/FAIL. Steps exchange data only through files in $TMP.
-# run_step must NOT be called in a conditional context (`if`, `&&`, `||`): bash would then ignore errexit
-# inside the subshell too. It therefore always returns 0 and leaves the result in STEP_OK (1 = passed);
-# critical_step aborts the suite when a prerequisite fails.
-# ---------------------------------------------------------------------------------------------------------
-PASSED=0
-FAILED=0
-FAILED_NAMES=()
-STEP_NO=0
-
-run_step() {
-  local name=$1
-  shift
-  STEP_NO=$((STEP_NO + 1))
-  local out rc
-  out="$TMP/steps/$(printf '%02d' "$STEP_NO").log"
-  set +e
-  (
-    set -euo pipefail
-    "$@"
-  ) >"$out" 2>&1
-  rc=$?
-  set -e
-  if [[ $rc -eq 0 ]]; then
-    STEP_OK=1
-    PASSED=$((PASSED + 1))
-    log "PASS $name"
-    if [[ "${E2E_VERBOSE:-0}" == "1" ]]; then sed 's/^/    /' "$out"; fi
-    return 0
-  fi
-  STEP_OK=0
-  FAILED=$((FAILED + 1))
-  FAILED_NAMES+=("$name")
-  log "FAIL $name"
-  if [[ "${E2E_VERBOSE:-0}" == "1" ]]; then
-    sed 's/^/    /' "$out"
-  else
-    sed 's/^/    /' "$out" | tail -n 60
-  fi
-  return 0
-}
-
-critical_step() {
-  run_step "$@"
-  if [[ $STEP_OK -ne 1 ]]; then abort; fi
-}
-
-dump_logs() {
-  local f
-  for f in "$TMP"/logs/*.log; do
-    [[ -e "$f" ]] || continue
-    log "----- tail of $(basename "$f") -----"
-    tail -n 40 "$f" | cut -c1-600 | sed 's/^/    /'
-  done
-}
+harness_traps harness_cleanup
 
 finish() {
   if [[ $FAILED -gt 0 ]]; then
     log "failed steps: ${FAILED_NAMES[*]}"
-    dump_logs
+    dump_log_tails 40 600
   fi
   log "e2e: $PASSED passed, $FAILED failed"
   [[ $FAILED -eq 0 ]]
 }
 
-# A prerequisite failed: the remaining steps cannot run meaningfully.
-abort() {
-  log "aborting: prerequisite step failed, remaining steps not run"
-  finish || exit 1
-  exit 1
-}
-
 # ---------------------------------------------------------------------------------------------------------
-# Helpers used inside steps
+# Helpers used inside steps (pick_port, wait_http: tests/lib/harness.sh)
 # ---------------------------------------------------------------------------------------------------------
-USED_PORTS=" "
-# pick_port VAR: store a free TCP port on 127.0.0.1 in VAR (runs in the current shell so that the ports
-# handed out in this run are remembered and never handed out twice).
-pick_port() {
-  local p
-  for _ in $(seq 1 50); do
-    if command -v python3 >/dev/null 2>&1; then
-      p="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
-    else
-      p=$((20000 + RANDOM % 40000))
-      # something answers there -> in use
-      if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then continue; fi
-    fi
-    [[ "$USED_PORTS" == *" $p "* ]] && continue
-    USED_PORTS+="$p "
-    printf -v "$1" '%s' "$p"
-    return 0
-  done
-  echo "no free port found" >&2
-  return 1
-}
-
 expect_eq() { # ACTUAL EXPECTED WHAT
   if [[ "$1" != "$2" ]]; then
     echo "mismatch: $3: expected '$2', got '$1'" >&2
@@ -268,22 +109,6 @@ largest_blob() {
     if [[ -z "$d" || $(stat -c %s "$TMP/layout-$1/blobs/sha256/${x#sha256:}") -gt $(stat -c %s "$TMP/layout-$1/blobs/sha256/${d#sha256:}") ]]; then d="$x"; fi
   done <"$TMP/expect/$1/$2.blobs"
   echo "$d"
-}
-
-# wait_http URL [TIMEOUT_S] [PROCESS_NAME]: wait until GET URL answers 200; fail early if the process died.
-wait_http() {
-  local url=$1 t=${2:-30} name=${3:-} code
-  for _ in $(seq 1 $((t * 10))); do
-    if [[ -n "$name" ]] && ! is_running "$name"; then
-      echo "$name exited (status $(cat "$PIDDIR/$name.rc" 2>/dev/null)) before $url answered" >&2
-      return 1
-    fi
-    code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" 2>/dev/null || true)"
-    [[ "$code" == "200" ]] && return 0
-    sleep 0.1
-  done
-  echo "$url did not answer 200 within ${t}s (last status: ${code:-none})" >&2
-  return 1
 }
 
 # header_value HEADERS_FILE NAME: value of the last occurrence of header NAME (case-insensitive), CR stripped
