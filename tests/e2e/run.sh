@@ -539,26 +539,26 @@ count_log_lines() { # REGEX
 # The first containerd pull of e2e/ctd is cold: ociregistry must fetch everything from the upstream while
 # streaming it to containerd. Proof that it went through ociregistry: new access-log lines for /v2/e2e/ctd/
 # (nothing else ever requests that repository from ociregistry).
-step_ctd_pull_cold() {
+# ctd_pull_through CTD VARIANT REPO: containerd pulls REPO through the mirror; at least 5 requests for it
+# (manifest by tag, the amd64 manifest, config and 2 layers) must show in ociregistry's access log.
+ctd_pull_through() {
   local before after
-  before="$(count_log_lines "/v2/$REPO_CTD/(manifests|blobs)/")"
-  ctd_pull ctd1 ctd "$REPO_CTD"
-  after="$(count_log_lines "/v2/$REPO_CTD/(manifests|blobs)/")"
-  echo "ociregistry access log: $((after - before)) requests for /v2/$REPO_CTD/ during the pull"
-  # manifest by tag (HEAD/GET), amd64 manifest, config and 2 layers at least
+  before="$(count_log_lines "/v2/$3/(manifests|blobs)/")"
+  ctd_pull "$1" "$2" "$3"
+  after="$(count_log_lines "/v2/$3/(manifests|blobs)/")"
+  echo "ociregistry access log: $((after - before)) requests for /v2/$3/ during the pull"
   [[ $((after - before)) -ge 5 ]] || { echo "containerd's requests did not reach ociregistry" >&2; return 1; }
+}
+
+step_ctd_pull_cold() {
+  ctd_pull_through ctd1 ctd "$REPO_CTD"
   local ns
   ns="$(grep -acE "ns=127\.0\.0\.1(%3A|:)$UPPORT" "$TMP/logs/ociregistry.log" || true)"
   echo "access-log lines showing ns=$UP: $ns (informational: the contract does not require the query in the log)"
 }
 
 step_ctd_pull_warm() {
-  local before after
-  before="$(count_log_lines "/v2/$REPO_APP/(manifests|blobs)/")"
-  ctd_pull ctd1 app "$REPO_APP"
-  after="$(count_log_lines "/v2/$REPO_APP/(manifests|blobs)/")"
-  echo "ociregistry access log: $((after - before)) requests for /v2/$REPO_APP/ during the pull"
-  [[ $((after - before)) -ge 5 ]] || { echo "containerd's requests did not reach ociregistry" >&2; return 1; }
+  ctd_pull_through ctd1 app "$REPO_APP"
 }
 
 # contract: blobs are stored content-addressed as <data-dir>/blobs/sha256/ab/abcdef...
