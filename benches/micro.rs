@@ -11,11 +11,12 @@ use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criteri
 use ociregistry::cache::{CachedManifest, HotCache};
 use ociregistry::digest::{Algorithm, Digest};
 use ociregistry::reference::{validate_repository, Reference};
-use ociregistry::route::Target;
+use ociregistry::route::{Aliases, Target};
 use ociregistry::store::{Index, ManifestWrite, TagRecord};
 
 fn parsing(c: &mut Criterion) {
     let default: Arc<str> = Arc::from("docker.io");
+    let aliases = Aliases::new();
     let digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
     c.bench_function("validate_repository nested", |b| {
         b.iter(|| validate_repository(black_box("team-a/project.x/sub_component/app")))
@@ -27,10 +28,17 @@ fn parsing(c: &mut Criterion) {
         b.iter(|| Reference::parse(black_box(digest)))
     });
     c.bench_function("Target::resolve ns", |b| {
-        b.iter(|| Target::resolve(black_box("library/nginx"), Some("docker.io"), &default))
+        b.iter(|| {
+            Target::resolve(
+                black_box("library/nginx"),
+                Some("docker.io"),
+                &default,
+                &aliases,
+            )
+        })
     });
     c.bench_function("Target::resolve in-path", |b| {
-        b.iter(|| Target::resolve(black_box("registry.k8s.io/pause"), None, &default))
+        b.iter(|| Target::resolve(black_box("registry.k8s.io/pause"), None, &default, &aliases))
     });
 }
 
@@ -97,8 +105,13 @@ fn hot_cache_hits(c: &mut Criterion) {
         .build()
         .unwrap();
     let hot = HotCache::new(32 * 1024 * 1024);
-    let target =
-        Target::resolve("library/nginx", Some("docker.io"), &Arc::from("docker.io")).unwrap();
+    let target = Target::resolve(
+        "library/nginx",
+        Some("docker.io"),
+        &Arc::from("docker.io"),
+        &Aliases::new(),
+    )
+    .unwrap();
     let body = Bytes::from(vec![b'{'; 2048]);
     let digest = Digest::of(Algorithm::Sha256, &body);
     runtime.block_on(hot.manifests.insert(

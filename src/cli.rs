@@ -49,6 +49,9 @@ pub struct ServeArgs {
     /// Upstream used when a request names none (default docker.io).
     #[arg(long)]
     pub default_registry: Option<String>,
+    /// Never contact an upstream: serve what is cached regardless of TTL; a miss is an immediate 404.
+    #[arg(long)]
+    pub air_gapped: bool,
 }
 
 impl ServeArgs {
@@ -71,6 +74,9 @@ impl ServeArgs {
         }
         if let Some(registry) = self.default_registry {
             config.default_registry = registry;
+        }
+        if self.air_gapped {
+            config.air_gapped = true;
         }
     }
 }

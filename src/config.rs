@@ -12,7 +12,6 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::route::normalize_host;
-use crate::server::BlobIo;
 
 /// The whole configuration of `ociregistry serve`.
 #[derive(Clone, Debug, Deserialize)]
@@ -49,10 +48,45 @@ pub struct Config {
     /// How cached blob bodies are read: `mmap` (default, no user-space copy) or `buffered` (plain reads, for
     /// network filesystems).
     pub blob_io: BlobIo,
-    /// Per-upstream settings; hosts not listed are reached over https with anonymous/bearer auth. An empty
-    /// `registries:` (YAML null, e.g. after commenting out every entry) means none.
+    /// Per-upstream settings; hosts not listed are reached over https with anonymous/bearer auth, and only
+    /// if `unlisted_upstreams` allows them. An empty `registries:` (YAML null) means none.
     #[serde(deserialize_with = "null_as_empty")]
     pub registries: Vec<RegistryConfig>,
+    /// Whether hosts that are neither in `registries:` nor `default_registry` may be reached: `public` (only
+    /// when every address they resolve to is public) or `deny`.
+    pub unlisted_upstreams: UnlistedUpstreams,
+    /// Glob patterns (`*.example.com`) of unlisted hosts allowed even when `unlisted_upstreams: deny`; their
+    /// addresses must still be public.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub allowed_upstreams: Vec<String>,
+    /// Never contact an upstream: serve what is cached regardless of TTL, answer misses with 404 at once.
+    pub air_gapped: bool,
+    /// How long an upstream's 404 for a tag is remembered, so unknown names cannot burn the upstream quota.
+    #[serde(with = "humantime_serde")]
+    pub negative_ttl: Duration,
+    /// Slowest average download a blob fill may keep up, in bytes per second: a fill of N bytes gets
+    /// `upstream_timeout + N / fill_min_bytes_per_sec` in all before it is abandoned.
+    pub fill_min_bytes_per_sec: u64,
+}
+
+/// Whether upstream hosts not listed in the config may be reached.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UnlistedUpstreams {
+    /// Allowed when every address the host resolves to is public (not loopback, private, link-local…).
+    #[default]
+    Public,
+    /// Refused, unless they match `allowed_upstreams`.
+    Deny,
+}
+
+/// How cached blob bodies are read.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobIo {
+    #[default]
+    Mmap,
+    Buffered,
 }
 
 /// Settings for one upstream registry.
@@ -65,6 +99,130 @@ pub struct RegistryConfig {
     /// `https` (default) or `http`.
     #[serde(default)]
     pub scheme: Scheme,
+    /// Where to fetch from, in order (`https://10.0.0.5:5443`); default: `scheme://name`. On a connection
+    /// error or a 5xx the next endpoint is tried.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub endpoints: Vec<String>,
+    /// Port-less names clients may use for this registry as the first path component (`internal/app:1`).
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub aliases: Vec<String>,
+    /// Credentials toward this registry.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// TLS toward this registry (custom CA, client certificate).
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Overrides the global `tag_ttl` for this registry.
+    #[serde(default, with = "humantime_serde")]
+    pub tag_ttl: Option<Duration>,
+    /// Glob patterns of tags that are never revalidated once cached (`v*.*.*`).
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub immutable_tags: Vec<String>,
+    /// Upper bound of concurrent requests to this registry (0: no bound).
+    #[serde(default)]
+    pub max_concurrent_fetches: usize,
+}
+
+/// Credentials toward one registry: `none`, `passthrough` (the client's own `Authorization`), or a user name
+/// with exactly one of `password`, `password_file`, `password_env`. Used for HTTP basic auth and at the
+/// token endpoint of the bearer-token flow.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum AuthConfig {
+    #[default]
+    #[serde(skip)]
+    Anonymous,
+    Mode(AuthMode),
+    Basic(BasicAuthConfig),
+}
+
+/// `auth: none` or `auth: passthrough`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    None,
+    Passthrough,
+}
+
+/// A user name and where its password comes from. The password is never printed (`Debug` redacts it).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthConfig {
+    #[serde(deserialize_with = "yaml_string::string")]
+    pub username: String,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+}
+
+impl std::fmt::Debug for BasicAuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BasicAuthConfig")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .field("password_file", &self.password_file)
+            .field("password_env", &self.password_env)
+            .finish()
+    }
+}
+
+/// TLS settings toward one registry.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM file of CA certificates trusted for this registry, in addition to the web PKI roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) for mTLS; needs `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// Accept any server certificate. Logged loudly at start-up; for tests only.
+    pub insecure_skip_verify: bool,
+}
+
+impl RegistryConfig {
+    /// A registry entry with only a name and a scheme (everything else default).
+    pub fn new(name: &str, scheme: Scheme) -> RegistryConfig {
+        RegistryConfig {
+            name: name.to_owned(),
+            scheme,
+            endpoints: Vec::new(),
+            aliases: Vec::new(),
+            auth: AuthConfig::Anonymous,
+            tls: TlsConfig::default(),
+            tag_ttl: None,
+            immutable_tags: Vec::new(),
+            max_concurrent_fetches: 0,
+        }
+    }
+
+    /// The endpoints to fetch from, in order: the configured ones, else `scheme://name`.
+    pub fn endpoint_urls(&self) -> Vec<String> {
+        if self.endpoints.is_empty() {
+            vec![format!(
+                "{}://{}",
+                self.scheme.as_str(),
+                api_host(&self.name)
+            )]
+        } else {
+            self.endpoints
+                .iter()
+                .map(|e| e.trim_end_matches('/').to_owned())
+                .collect()
+        }
+    }
+}
+
+/// Where a registry's API lives when no endpoint is configured (Docker Hub's is not at `docker.io`).
+pub fn api_host(name: &str) -> &str {
+    if name == crate::route::DOCKER_HUB {
+        "registry-1.docker.io"
+    } else {
+        name
+    }
 }
 
 /// How to reach an upstream.
@@ -100,6 +258,11 @@ impl Default for Config {
             upstream_timeout: Duration::from_secs(30),
             blob_io: BlobIo::default(),
             registries: Vec::new(),
+            unlisted_upstreams: UnlistedUpstreams::default(),
+            allowed_upstreams: Vec::new(),
+            air_gapped: false,
+            negative_ttl: Duration::from_secs(30),
+            fill_min_bytes_per_sec: 64 * 1024,
         }
     }
 }
@@ -168,7 +331,15 @@ impl Config {
                 !self.registries[..i].iter().any(|r| r.name == *name),
                 "registries[{i}].name: {name:?} is listed twice"
             );
+            registry.validate(i, &self.registries[..i])?;
         }
+        for (i, pattern) in self.allowed_upstreams.iter().enumerate() {
+            host_pattern(pattern).map_err(|e| anyhow::anyhow!("allowed_upstreams[{i}]: {e}"))?;
+        }
+        anyhow::ensure!(
+            self.fill_min_bytes_per_sec > 0,
+            "fill_min_bytes_per_sec: must be at least 1"
+        );
         Ok(())
     }
 
@@ -190,6 +361,88 @@ impl Config {
     pub fn registry(&self, name: &str) -> Option<&RegistryConfig> {
         self.registries.iter().find(|r| r.name == name)
     }
+}
+
+impl RegistryConfig {
+    /// Checks one `registries[i]` entry; `earlier` are the entries before it (for duplicate aliases).
+    fn validate(&self, i: usize, earlier: &[RegistryConfig]) -> anyhow::Result<()> {
+        for (j, endpoint) in self.endpoints.iter().enumerate() {
+            let key = format!("registries[{i}].endpoints[{j}]");
+            let url = reqwest::Url::parse(endpoint)
+                .map_err(|e| anyhow::anyhow!("{key}: {endpoint:?} is not a URL: {e}"))?;
+            anyhow::ensure!(
+                matches!(url.scheme(), "http" | "https")
+                    && url.host_str().is_some()
+                    && url.path().trim_end_matches('/').is_empty()
+                    && url.query().is_none()
+                    && url.username().is_empty()
+                    && url.password().is_none(),
+                "{key}: {endpoint:?} must be http(s)://host[:port], without path, query or credentials"
+            );
+            anyhow::ensure!(url.port() != Some(0), "{key}: {endpoint:?} has port 0");
+        }
+        for (j, alias) in self.aliases.iter().enumerate() {
+            let key = format!("registries[{i}].aliases[{j}]");
+            let valid = !alias.is_empty()
+                && alias.len() <= 64
+                && alias
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+                && alias.as_bytes()[0].is_ascii_alphanumeric();
+            anyhow::ensure!(
+                valid,
+                "{key}: {alias:?} must be a port-less name of lower-case letters, digits, '.', '_' or '-'"
+            );
+            let taken = earlier
+                .iter()
+                .chain(std::iter::once(self))
+                .any(|r| r.name == *alias)
+                || earlier.iter().any(|r| r.aliases.contains(alias))
+                || self.aliases[..j].contains(alias);
+            anyhow::ensure!(
+                !taken,
+                "{key}: {alias:?} is already a registry name or alias"
+            );
+        }
+        if let AuthConfig::Basic(basic) = &self.auth {
+            let key = format!("registries[{i}].auth");
+            anyhow::ensure!(
+                !basic.username.is_empty(),
+                "{key}.username: must not be empty"
+            );
+            let sources = [
+                basic.password.is_some(),
+                basic.password_file.is_some(),
+                basic.password_env.is_some(),
+            ];
+            anyhow::ensure!(
+                sources.iter().filter(|s| **s).count() == 1,
+                "{key}: give exactly one of password, password_file, password_env"
+            );
+        }
+        anyhow::ensure!(
+            self.tls.cert_file.is_some() == self.tls.key_file.is_some(),
+            "registries[{i}].tls: cert_file and key_file go together"
+        );
+        for (j, pattern) in self.immutable_tags.iter().enumerate() {
+            globset::Glob::new(pattern).map_err(|e| {
+                anyhow::anyhow!("registries[{i}].immutable_tags[{j}]: {pattern:?}: {e}")
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Compiles an `allowed_upstreams` pattern: a host glob such as `*.example.com` or `ghcr.io`.
+pub fn host_pattern(pattern: &str) -> anyhow::Result<globset::GlobMatcher> {
+    anyhow::ensure!(
+        !pattern.is_empty()
+            && pattern
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b".-:*?".contains(&b)),
+        "{pattern:?} must be a lower-case host[:port] glob such as *.example.com"
+    );
+    Ok(globset::Glob::new(pattern)?.compile_matcher())
 }
 
 fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>

@@ -1,10 +1,7 @@
-//! The one error type of the request path, and its mapping to OCI error bodies and HTTP statuses.
+//! The one error type of the request path: what went wrong, as an OCI error code and a message.
 //!
-//! Every failure a client can see is a [`RegistryError`]; handlers return it as a value and
-//! [`IntoResponse`] turns it into `{"errors":[{"code":…,"message":…}]}` with the matching status.
-
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+//! Every failure a client can see is a [`RegistryError`], passed around as a value. How it becomes an HTTP
+//! answer (status, headers, JSON body, what detail is hidden) is the server's business: `server::errors`.
 
 /// A failure with an OCI error code. Cloneable so one upstream failure can be handed to every waiting reader.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -28,14 +25,22 @@ pub enum RegistryError {
     /// A path that is not an endpoint of this registry.
     #[error("{0}")]
     EndpointUnknown(String),
+    /// The client must authenticate (a `passthrough` registry without, or with refused, credentials).
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("{0}")]
     Denied(String),
-    #[error("{0}")]
-    TooManyRequests(String),
+    /// The upstream is rate limiting; `retry_after` in seconds when known.
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after: Option<u64>,
+    },
     /// The upstream sent bytes that do not hash to the digest they were asked for.
     #[error("{0}")]
     UpstreamDigestMismatch(String),
-    /// The upstream could not be reached, timed out, or answered with a server error.
+    /// The upstream could not be reached, timed out, or answered with a server error. The text is for the
+    /// log: clients see a generic message (it could otherwise probe the network behind the cache).
     #[error("{0}")]
     UpstreamUnavailable(String),
     /// The upstream's answer was malformed (e.g. not a manifest, or too large).
@@ -62,31 +67,11 @@ impl RegistryError {
             RegistryError::BlobUnknown(_) => "BLOB_UNKNOWN",
             RegistryError::RangeInvalid(_) => "RANGE_INVALID",
             RegistryError::Unsupported(_) | RegistryError::EndpointUnknown(_) => "UNSUPPORTED",
+            RegistryError::Unauthorized(_) => "UNAUTHORIZED",
             RegistryError::Denied(_) => "DENIED",
-            RegistryError::TooManyRequests(_) => "TOOMANYREQUESTS",
+            RegistryError::TooManyRequests { .. } => "TOOMANYREQUESTS",
             RegistryError::UpstreamUnavailable(_) => "UNAVAILABLE",
             RegistryError::Internal(_) => "UNKNOWN",
-        }
-    }
-
-    /// The HTTP status that goes with the error.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            RegistryError::NameInvalid(_)
-            | RegistryError::DigestInvalid(_)
-            | RegistryError::ManifestInvalid(_) => StatusCode::BAD_REQUEST,
-            RegistryError::NameUnknown(_)
-            | RegistryError::EndpointUnknown(_)
-            | RegistryError::ManifestUnknown(_)
-            | RegistryError::BlobUnknown(_) => StatusCode::NOT_FOUND,
-            RegistryError::RangeInvalid(_) => StatusCode::RANGE_NOT_SATISFIABLE,
-            RegistryError::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
-            RegistryError::Denied(_) => StatusCode::FORBIDDEN,
-            RegistryError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            RegistryError::UpstreamDigestMismatch(_)
-            | RegistryError::UpstreamUnavailable(_)
-            | RegistryError::UpstreamInvalid(_) => StatusCode::BAD_GATEWAY,
-            RegistryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -95,17 +80,28 @@ impl RegistryError {
         RegistryError::Internal(format!("{context}: {err}"))
     }
 
-    /// The JSON body `{"errors":[…]}`.
-    pub fn body(&self) -> String {
-        let message = match self {
-            // Local failure details stay in the log.
-            RegistryError::Internal(_) => "internal error",
-            other => other.message(),
-        };
-        serde_json::json!({ "errors": [{ "code": self.code(), "message": message }] }).to_string()
+    /// A rate-limit error.
+    pub fn too_many_requests(message: String, retry_after: Option<u64>) -> Self {
+        RegistryError::TooManyRequests {
+            message,
+            retry_after,
+        }
     }
 
-    fn message(&self) -> &str {
+    /// Whether this is trouble with the upstream (unreachable, slow, 5xx, rate limiting, nonsense answers)
+    /// rather than an answer about the thing asked for: cached content is served instead (stale-if-error).
+    pub fn is_upstream_trouble(&self) -> bool {
+        matches!(
+            self,
+            RegistryError::UpstreamUnavailable(_)
+                | RegistryError::TooManyRequests { .. }
+                | RegistryError::UpstreamInvalid(_)
+                | RegistryError::UpstreamDigestMismatch(_)
+        )
+    }
+
+    /// The full message, including detail that clients do not see.
+    pub fn message(&self) -> &str {
         match self {
             RegistryError::NameInvalid(m)
             | RegistryError::NameUnknown(m)
@@ -116,50 +112,13 @@ impl RegistryError {
             | RegistryError::RangeInvalid(m)
             | RegistryError::Unsupported(m)
             | RegistryError::EndpointUnknown(m)
+            | RegistryError::Unauthorized(m)
             | RegistryError::Denied(m)
-            | RegistryError::TooManyRequests(m)
+            | RegistryError::TooManyRequests { message: m, .. }
             | RegistryError::UpstreamDigestMismatch(m)
             | RegistryError::UpstreamUnavailable(m)
             | RegistryError::UpstreamInvalid(m)
             | RegistryError::Internal(m) => m,
         }
-    }
-}
-
-impl IntoResponse for RegistryError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        if status.is_server_error() {
-            tracing::warn!(code = self.code(), error = %self, "request failed");
-        }
-        let mut response = (status, self.body()).into_response();
-        let headers = response.headers_mut();
-        if status == StatusCode::METHOD_NOT_ALLOWED {
-            headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        }
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert(
-            "docker-distribution-api-version",
-            HeaderValue::from_static("registry/2.0"),
-        );
-        response
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn body_is_oci_error_json() {
-        let err = RegistryError::BlobUnknown("blob unknown to registry".into());
-        let v: serde_json::Value = serde_json::from_str(&err.body()).unwrap();
-        assert_eq!(v["errors"][0]["code"], "BLOB_UNKNOWN");
-        assert_eq!(err.status(), StatusCode::NOT_FOUND);
-        let internal = RegistryError::internal("open", "secret path /x");
-        assert!(!internal.body().contains("secret"));
     }
 }

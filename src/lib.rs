@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod digest;
 pub mod error;
 pub mod logging;

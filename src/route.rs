@@ -1,26 +1,43 @@
 //! Which upstream registry and repository a request is for.
 //!
 //! In order: containerd's `?ns=<host>` query parameter, an in-path host (`/v2/registry.k8s.io/pause/…`: a first
-//! component with a dot, a colon, or `localhost`), else the configured default registry. Docker Hub's aliases
+//! component that is a configured alias, or has a dot, a colon, or is `localhost`), else the configured default
+//! registry. Docker Hub's aliases
 //! are folded into `docker.io` and its single-component names get `library/`.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::credentials::Credentials;
 use crate::error::RegistryError;
 use crate::reference::validate_repository;
 
 /// Docker Hub as clients name it.
 pub const DOCKER_HUB: &str = "docker.io";
 
-/// An upstream registry and a repository in it: the namespace every cache entry belongs to.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// Port-less in-path names of configured registries (`internal` → `registry.internal:5443`).
+pub type Aliases = HashMap<String, Arc<str>>;
+
+/// An upstream registry and a repository in it: the namespace every cache entry belongs to, and the client's
+/// credentials when the registry passes them through.
+#[derive(Clone, Debug)]
 pub struct Target {
     /// Registry host as clients name it (`docker.io`, `127.0.0.1:5000`).
     pub registry: Arc<str>,
     /// Repository within that registry (`library/nginx`).
     pub repository: String,
+    /// The client's `Authorization: Basic` credentials, for `auth: passthrough` registries.
+    pub credentials: Option<Credentials>,
 }
+
+impl PartialEq for Target {
+    fn eq(&self, other: &Target) -> bool {
+        self.registry == other.registry && self.repository == other.repository
+    }
+}
+
+impl Eq for Target {}
 
 impl Target {
     /// Resolves the target of a request for path name `name` with optional `ns` query parameter.
@@ -28,10 +45,14 @@ impl Target {
         name: &str,
         ns: Option<&str>,
         default_registry: &Arc<str>,
+        aliases: &Aliases,
     ) -> Result<Target, RegistryError> {
         let (registry, repository) = match ns {
             Some(ns) => (normalize_host(ns)?, name),
             None => match name.split_once('/') {
+                Some((first, rest)) if aliases.contains_key(first) => {
+                    (aliases[first].clone(), rest)
+                }
                 Some((first, rest)) if looks_like_host(first) => (normalize_host(first)?, rest),
                 _ => (default_registry.clone(), name),
             },
@@ -45,6 +66,7 @@ impl Target {
         Ok(Target {
             registry,
             repository,
+            credentials: None,
         })
     }
 }
@@ -77,8 +99,16 @@ pub fn normalize_host(host: &str) -> Result<Arc<str>, RegistryError> {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
-    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.parse::<u16>().is_ok());
-    if !name_ok || !port_ok {
+    // A port is written canonically (no leading zeros) and is not 0: `:00080` and `:0` are refused, so one
+    // upstream has one spelling and no request can name port 0.
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty() && !p.starts_with('0') && p.len() <= 5 && p.parse::<u16>().is_ok()
+    });
+    // A host made only of digits, dots and hex is either a dotted-quad IPv4 literal in canonical form or
+    // nothing: `2130706433`, `0x7f.1`, `127.1` or `0177.0.0.1` all mean 127.0.0.1 to some resolver and would
+    // slip past a name-based allow-list.
+    let numeric_ok = !looks_numeric(name) || is_canonical_ipv4(name);
+    if !name_ok || !port_ok || !numeric_ok {
         return Err(invalid());
     }
     let host = host.to_ascii_lowercase();
@@ -88,12 +118,31 @@ pub fn normalize_host(host: &str) -> Result<Arc<str>, RegistryError> {
     })
 }
 
+/// Whether a host name could be read as a number by some address parser (all labels digits, or `0x` hex).
+fn looks_numeric(name: &str) -> bool {
+    name.split('.').all(|label| {
+        label.bytes().all(|b| b.is_ascii_digit())
+            || label
+                .strip_prefix("0x")
+                .or_else(|| label.strip_prefix("0X"))
+                .is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    })
+}
+
+/// `a.b.c.d` with four decimal octets without leading zeros.
+fn is_canonical_ipv4(name: &str) -> bool {
+    name.parse::<std::net::Ipv4Addr>()
+        .is_ok_and(|ip| ip.to_string() == name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn resolve(name: &str, ns: Option<&str>) -> Result<(String, String), RegistryError> {
-        Target::resolve(name, ns, &Arc::from("docker.io"))
+        let aliases =
+            Aliases::from([("internal".to_string(), Arc::from("registry.internal:5443"))]);
+        Target::resolve(name, ns, &Arc::from("docker.io"), &aliases)
             .map(|t| (t.registry.to_string(), t.repository))
     }
 
@@ -145,5 +194,46 @@ mod tests {
         assert!(resolve("x", Some("")).is_err());
         assert!(resolve("registry.k8s.io/../x", None).is_err());
         assert!(resolve("Upper", None).is_err());
+        for trick in [
+            "2130706433",
+            "0x7f.1",
+            "0x7f000001",
+            "127.1",
+            "0177.0.0.1",
+            "127.000.000.001",
+            "127.0.0.1:00000",
+            "127.0.0.1:0",
+            "127.0.0.1:05000",
+        ] {
+            assert!(resolve("x", Some(trick)).is_err(), "{trick}");
+            if trick.contains(['.', ':']) {
+                assert!(
+                    resolve(&format!("{trick}/x"), None).is_err(),
+                    "{trick} in path"
+                );
+            } else {
+                // Not a host in the path at all: a Docker Hub repository component.
+                assert_eq!(resolve(&format!("{trick}/x"), None).unwrap().0, "docker.io");
+            }
+        }
+        assert!(resolve("x", Some("127.0.0.1:5000")).is_ok());
+        assert!(resolve("x", Some("10.0.0.1")).is_ok());
+    }
+
+    #[test]
+    fn aliases_route_in_path() {
+        assert_eq!(
+            resolve("internal/team/app", None).unwrap(),
+            ("registry.internal:5443".to_string(), "team/app".to_string())
+        );
+        // Only as the first component, and never with ns.
+        assert_eq!(
+            resolve("team/internal", None).unwrap(),
+            ("docker.io".to_string(), "team/internal".to_string())
+        );
+        assert_eq!(
+            resolve("internal/app", Some("quay.io")).unwrap(),
+            ("quay.io".to_string(), "internal/app".to_string())
+        );
     }
 }

@@ -244,7 +244,6 @@ async fn upstream_error_statuses_are_mapped() {
         let cases = [
             ("t500", 500, 502, "UNAVAILABLE"),
             ("t503", 503, 502, "UNAVAILABLE"),
-            ("t429", 429, 429, "TOOMANYREQUESTS"),
             ("t403", 403, 403, "DENIED"),
         ];
         for (tag, upstream_status, status, code) in cases {
@@ -257,6 +256,12 @@ async fn upstream_error_statuses_are_mapped() {
                 status,
                 code,
                 &format!("GET {url} (upstream answers {upstream_status})"),
+            );
+            // What went wrong upstream stays in the server's log; the client is told only that it did.
+            assert!(
+                !resp.text().contains("answered"),
+                "upstream detail leaked to the client: {}",
+                resp.text()
             );
         }
         let blob = &image.children[0].layers[1];
@@ -272,6 +277,28 @@ async fn upstream_error_statuses_are_mapped() {
         // Nothing of that was cached: once the upstream recovers the blob is served.
         fx.upstream.set_forced_status(&blob.digest, None);
         check_blob(&fx.client, &target, blob).await;
+
+        // A 429 is passed on with Retry-After, and the registry is then left alone for the back-off: the next
+        // miss fails fast with 429 without reaching the upstream.
+        fx.upstream.set_tag(REPO, "t429", &image.index.digest);
+        fx.upstream.set_forced_status("t429", Some(429));
+        let resp = get_manifest(&fx.client, &target.manifest_url("t429")).await;
+        assert_error(&resp, 429, "TOOMANYREQUESTS", "GET t429 (upstream 429)");
+        assert!(
+            resp.header("retry-after").is_some(),
+            "429 without Retry-After"
+        );
+        let before = fx.upstream.total_requests();
+        fx.upstream.set_tag(REPO, "other", &image.index.digest);
+        let resp = get_manifest(&fx.client, &target.manifest_url("other")).await;
+        assert_error(&resp, 429, "TOOMANYREQUESTS", "GET other (backing off)");
+        let retry_after: u64 = resp.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=60).contains(&retry_after), "Retry-After {retry_after}");
+        assert_eq!(
+            fx.upstream.total_requests(),
+            before,
+            "the upstream was asked while backing off"
+        );
     })
     .await
 }

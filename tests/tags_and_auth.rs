@@ -56,9 +56,29 @@ async fn tag_is_revalidated_after_ttl_and_served_stale_when_upstream_is_down() {
         check_manifest(&fx.client, &target, "v1", &old.index).await;
         assert_eq!(fx.upstream.manifest_gets(REPO, "v1"), 1);
 
-        // After the TTL the upstream is asked again and the new mapping is served.
+        // After the TTL the cached mapping is still answered at once (stale-while-revalidate) while the
+        // upstream is asked in the background; the new mapping is served as soon as that finished.
         tokio::time::sleep(Duration::from_millis(1500)).await;
+        let resp = get_manifest(&fx.client, &target.manifest_url("v1")).await;
+        assert_eq!(
+            resp.header("docker-content-digest").as_deref(),
+            Some(old.index.digest.as_str())
+        );
+        let mut moved = false;
+        for _ in 0..100 {
+            let resp = get_manifest(&fx.client, &target.manifest_url("v1")).await;
+            if resp.header("docker-content-digest").as_deref() == Some(new.index.digest.as_str()) {
+                moved = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            moved,
+            "the background revalidation never brought the new digest"
+        );
         check_manifest(&fx.client, &target, "v1", &new.index).await;
+        // One HEAD to find the digest moved, one GET for the new manifest.
         assert_eq!(fx.upstream.manifest_gets(REPO, "v1"), 2);
 
         // Expired again with the upstream gone: stale-if-error.

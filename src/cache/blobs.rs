@@ -1,4 +1,8 @@
 //! Serving blobs: a cached file if the content-addressed directory has it, else a (shared) fill from upstream.
+//!
+//! Fills are keyed by registry and digest: a client of one registry never waits on, or inherits the failure
+//! of, another registry's download of the same digest (two registries filling the same digest at once both
+//! rename identical, verified bytes into the same place, which is harmless).
 
 use std::fs::File;
 use std::io;
@@ -6,8 +10,8 @@ use std::sync::Arc;
 
 use dashmap::mapref::entry::Entry;
 
-use super::fill::BlobFill;
-use super::{CacheStatus, PullThrough};
+use super::fill::{BlobFill, FillState};
+use super::{CacheStatus, FillKey, PullThrough};
 use crate::digest::Digest;
 use crate::error::RegistryError;
 use crate::route::Target;
@@ -32,6 +36,7 @@ impl PullThrough {
         digest: &Digest,
     ) -> Result<(BlobSource, CacheStatus), RegistryError> {
         if let Some((file, size)) = self.open_cached_blob(digest)? {
+            self.confirm_shared_blob(target, digest).await?;
             self.store.access.blob(digest.as_str());
             return Ok((BlobSource::Cached { file, size }, CacheStatus::Hit));
         }
@@ -53,17 +58,19 @@ impl PullThrough {
         digest: &Digest,
     ) -> Result<(u64, CacheStatus), RegistryError> {
         if let Some((_, size)) = self.open_cached_blob(digest)? {
+            self.confirm_shared_blob(target, digest).await?;
             return Ok((size, CacheStatus::Hit));
         }
-        let in_flight = self.fills.get(digest).map(|f| f.clone());
+        let key = FillKey::new(target, digest);
+        let in_flight = self.fills.get(&key).map(|f| f.clone());
         if let Some(fill) = in_flight {
             if let Ok(Some(size)) = fill.wait_started().await {
                 return Ok((size, CacheStatus::Miss));
             }
         }
-        let client = self.upstreams.client(&target.registry);
-        match client
-            .head_blob(&target.repository, digest.as_str())
+        let upstream = self.upstreams.get(&target.registry)?;
+        match upstream
+            .head_blob(&super::pull(target), digest.as_str())
             .await?
         {
             Some(size) => Ok((size, CacheStatus::Miss)),
@@ -72,6 +79,53 @@ impl PullThrough {
                 target.registry
             ))),
         }
+    }
+
+    /// A blob known only from private repositories (of registries reached with credentials) is served to a
+    /// client of another repository only after that repository's upstream confirms the digest (a HEAD, with the
+    /// client's credentials for passthrough), as manifests are: otherwise knowing a digest would be enough to
+    /// read a private layer. Blobs pulled through any public registry are shared freely; the check costs
+    /// nothing unless some registry is private. An upstream that cannot answer means no.
+    async fn confirm_shared_blob(
+        &self,
+        target: &Target,
+        digest: &Digest,
+    ) -> Result<(), RegistryError> {
+        if !self.any_private_registry {
+            return Ok(());
+        }
+        let key = digest.to_string();
+        let Some(meta) = self.store.index(move |index| index.blob(&key)).await? else {
+            return Ok(());
+        };
+        let repository = target.to_string();
+        let own = meta.repositories.contains(&repository);
+        let public_somewhere = meta.repositories.iter().any(|r| {
+            r.split_once('/')
+                .is_some_and(|(registry, _)| !self.upstreams.is_private(registry))
+        });
+        if own || public_somewhere {
+            return Ok(());
+        }
+        let upstream = self.upstreams.get(&target.registry)?;
+        upstream
+            .head_blob(&super::pull(target), digest.as_str())
+            .await
+            .map_err(|err| match err {
+                RegistryError::UpstreamUnavailable(_) | RegistryError::TooManyRequests { .. } => {
+                    RegistryError::BlobUnknown(format!(
+                        "blob {digest} is cached from another registry and {} cannot confirm it now",
+                        target.registry
+                    ))
+                }
+                other => other,
+            })?;
+        let key = digest.to_string();
+        let size = meta.size;
+        self.store
+            .index(move |index| index.put_blob(&key, size, &repository, unix_now()))
+            .await?;
+        Ok(())
     }
 
     /// Opens a cached blob. Runs on the async thread: an `open` and `fstat` of a local file cost microseconds,
@@ -90,15 +144,16 @@ impl PullThrough {
         }
     }
 
-    /// Joins the fill of `digest` in progress, or starts one. `Err` carries the cached file when the blob
-    /// landed between the first look and now.
+    /// Joins the fill of `digest` from `target`'s registry in progress, or starts one. `Err` carries the cached
+    /// file when the blob landed between the first look and now.
     #[allow(clippy::type_complexity)]
     fn start_or_join_fill(
         &self,
         target: &Target,
         digest: &Digest,
     ) -> Result<Result<Arc<BlobFill>, (File, u64)>, RegistryError> {
-        let entry = match self.fills.entry(digest.clone()) {
+        let key = FillKey::new(target, digest);
+        let entry = match self.fills.entry(key.clone()) {
             Entry::Occupied(fill) => return Ok(Ok(fill.get().clone())),
             Entry::Vacant(entry) => entry,
         };
@@ -106,6 +161,8 @@ impl PullThrough {
         if let Some(cached) = self.open_cached_blob(digest)? {
             return Ok(Err(cached));
         }
+        // Refused before any traffic and before anything is created.
+        let upstream = self.upstreams.get(&target.registry)?;
         let writer = self
             .store
             .blobs
@@ -118,22 +175,28 @@ impl PullThrough {
         ));
         entry.insert(fill.clone());
 
-        let client = self.upstreams.client(&target.registry);
-        let fills = self.fills.clone();
+        let guard = FillGuard {
+            fills: self.fills.clone(),
+            key,
+            fill: fill.clone(),
+            done: false,
+        };
         let store = self.store.clone();
         let repository = target.to_string();
-        let task_fill = fill.clone();
         let target = target.clone();
+        let grace = self.upstream_timeout;
+        let min_rate = self.fill_min_bytes_per_sec;
         tokio::spawn(async move {
-            let fill = task_fill;
+            let mut guard = guard;
+            let fill = guard.fill.clone();
             let digest = fill.digest.clone();
-            let result = match client.blob(&target.repository, digest.as_str()).await {
-                Ok(response) => fill.run(response, writer, |e| client.body_error(e)).await,
+            let result = match upstream.blob(&super::pull(&target), digest.as_str()).await {
+                Ok(stream) => fill.run(stream, writer, grace, min_rate).await,
                 Err(err) => Err(err),
             };
             match result {
                 Ok(size) => {
-                    fills.remove(&digest);
+                    guard.finish(None);
                     tracing::info!(%digest, size, repository, "blob cached");
                     let key = digest.to_string();
                     if let Err(err) = store
@@ -145,11 +208,41 @@ impl PullThrough {
                 }
                 Err(err) => {
                     tracing::warn!(%digest, repository, error = %err, "blob fill failed; nothing cached");
-                    fill.set_state(super::fill::FillState::Failed(err));
-                    fills.remove(&digest);
+                    guard.finish(Some(err));
                 }
             }
         });
         Ok(Ok(fill))
+    }
+}
+
+/// Removes a fill from the in-flight map however its task ends. If the task ends without a verdict (a panic,
+/// a runtime shutting down), the fill is marked failed so that no reader waits on it for ever.
+struct FillGuard {
+    fills: Arc<dashmap::DashMap<FillKey, Arc<BlobFill>>>,
+    key: FillKey,
+    fill: Arc<BlobFill>,
+    done: bool,
+}
+
+impl FillGuard {
+    fn finish(&mut self, failure: Option<RegistryError>) {
+        if let Some(err) = failure {
+            self.fill.set_state(FillState::Failed(err));
+        }
+        self.fills.remove(&self.key);
+        self.done = true;
+    }
+}
+
+impl Drop for FillGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            self.fill
+                .set_state(FillState::Failed(RegistryError::UpstreamUnavailable(
+                    "blob download was abandoned".into(),
+                )));
+            self.fills.remove(&self.key);
+        }
     }
 }

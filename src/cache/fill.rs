@@ -12,13 +12,16 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use bytes::{Bytes, BytesMut};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
 
 use crate::digest::Digest;
 use crate::error::RegistryError;
 use crate::store::{BlobWriter, CommitError};
+use crate::upstream::BlobStream;
 
 /// Largest chunk a read-along reader sends at once.
 const READ_CHUNK: u64 = 256 * 1024;
@@ -125,15 +128,18 @@ impl BlobFill {
         })
     }
 
-    /// Streams the upstream body into `writer`, publishing progress, and verifies it. Returns the verified
-    /// writer's result (size) after the blob was fsynced and renamed into place.
+    /// Streams the upstream body into `writer`, publishing progress, and verifies it. Returns the size after
+    /// the blob was fsynced and renamed into place. The download must keep up an average of `min_rate` bytes
+    /// per second after a grace of `grace` (so a blob of N bytes gets `grace + N / min_rate` in all): a
+    /// trickling upstream cannot hold a fill, and every reader waiting on it, for ever.
     pub async fn run(
         self: &Arc<Self>,
-        mut response: reqwest::Response,
+        upstream: BlobStream,
         writer: BlobWriter,
-        on_body_error: impl Fn(reqwest::Error) -> RegistryError,
+        grace: Duration,
+        min_rate: u64,
     ) -> Result<u64, RegistryError> {
-        let size = response.content_length();
+        let BlobStream { size, mut body } = upstream;
         self.set_state(FillState::Streaming { size, written: 0 });
         let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
         let fill = self.clone();
@@ -154,17 +160,40 @@ impl BlobFill {
             verified.persist()?;
             Ok::<u64, CommitError>(size)
         });
+        let started = tokio::time::Instant::now();
+        let mut received: u64 = 0;
         let mut network_error = None;
         loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
+            let allowed = grace.saturating_add(Duration::from_secs(received / min_rate.max(1)));
+            let next = match tokio::time::timeout_at(started + allowed, body.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    network_error = Some(RegistryError::UpstreamUnavailable(format!(
+                        "blob {} arrives slower than {min_rate} bytes/s on average ({received} bytes in {:?})",
+                        self.digest,
+                        started.elapsed()
+                    )));
+                    break;
+                }
+            };
+            match next {
+                Some(Ok(chunk)) => {
+                    received += chunk.len() as u64;
+                    if size.is_some_and(|size| received > size) {
+                        network_error = Some(RegistryError::UpstreamDigestMismatch(format!(
+                            "upstream sent more than the {} bytes it announced for {}",
+                            size.unwrap_or_default(),
+                            self.digest
+                        )));
+                        break;
+                    }
                     if tx.send(chunk).await.is_err() {
                         break; // the writer failed; its error is reported below
                     }
                 }
-                Ok(None) => break,
-                Err(err) => {
-                    network_error = Some(on_body_error(err));
+                None => break,
+                Some(Err(err)) => {
+                    network_error = Some(err);
                     break;
                 }
             }

@@ -1,4 +1,4 @@
-//! Serving manifests: hot cache → redb → upstream, with tag resolution under a TTL and stale-if-error.
+//! Serving manifests: hot cache → redb → upstream. Tags are resolved in `tags`.
 //!
 //! A manifest fetched from an upstream is checked against the digest it was asked for (or the digest the
 //! upstream claims for a tag) before anything is stored; a mismatch is an error and is never cached.
@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::hot::{CachedManifest, HotCache, TagEntry};
-use super::{CacheStatus, PullThrough};
+use super::hot::{CachedManifest, HotCache};
+use super::{pull, CacheStatus, PullThrough};
 use crate::digest::{Algorithm, Digest};
 use crate::error::RegistryError;
 use crate::manifest::{inspect, ManifestInfo};
@@ -17,17 +17,14 @@ use crate::route::Target;
 use crate::store::{unix_now, ManifestWrite, StoredManifest, TagRecord};
 use crate::upstream::FetchedManifest;
 
-/// After an upstream failure, a stale tag is served for this long before the upstream is asked again.
-const STALE_RETRY_SECS: u64 = 30;
-
-fn unwrap_shared(err: Arc<RegistryError>) -> RegistryError {
+pub(super) fn unwrap_shared(err: Arc<RegistryError>) -> RegistryError {
     Arc::try_unwrap(err).unwrap_or_else(|shared| (*shared).clone())
 }
 
 impl PullThrough {
     /// The manifest `reference` names in `target`, and whether it was served from the cache.
     pub async fn manifest(
-        &self,
+        self: &Arc<Self>,
         target: &Target,
         reference: &Reference,
     ) -> Result<(Arc<CachedManifest>, CacheStatus), RegistryError> {
@@ -41,7 +38,7 @@ impl PullThrough {
         }
     }
 
-    async fn manifest_by_digest(
+    pub(super) async fn manifest_by_digest(
         &self,
         target: &Target,
         digest: &Digest,
@@ -76,18 +73,9 @@ impl PullThrough {
             if stored.meta.repositories.contains(&repository) {
                 return Ok(Arc::new(cached_from_store(digest, stored)));
             }
-            // Known, but pulled through another repository: ask this repository's upstream whether it has it
-            // before serving it here. When the upstream cannot be reached, the bytes (which match the digest)
-            // are served anyway: that is what keeps a disconnected site running.
             *status = CacheStatus::Miss;
-            let client = self.upstreams.client(&target.registry);
-            match client
-                .head_manifest(&target.repository, digest.as_str())
-                .await
-            {
-                Ok(_) | Err(RegistryError::UpstreamUnavailable(_)) => {}
-                Err(e) => return Err(e),
-            }
+            self.confirm_shared_manifest(target, digest, &stored.meta.repositories)
+                .await?;
             let info = ManifestInfo {
                 media_type: stored.meta.media_type.clone(),
                 references: stored.meta.references.clone(),
@@ -97,8 +85,8 @@ impl PullThrough {
             return Ok(Arc::new(manifest));
         }
         *status = CacheStatus::Miss;
-        let client = self.upstreams.client(&target.registry);
-        let fetched = client.manifest(&target.repository, digest.as_str()).await?;
+        let upstream = self.upstreams.get(&target.registry)?;
+        let fetched = upstream.manifest(&pull(target), digest.as_str()).await?;
         let actual = Digest::of(digest.algorithm(), &fetched.body);
         if actual != *digest {
             return Err(RegistryError::UpstreamDigestMismatch(format!(
@@ -111,8 +99,39 @@ impl PullThrough {
         Ok(Arc::new(manifest))
     }
 
+    /// A manifest known, but pulled through other repositories: this repository's upstream is asked whether it
+    /// has it before it is served here. When that upstream cannot answer, the bytes (which match the digest)
+    /// are served anyway if a public registry had them — that keeps a disconnected site running — but never
+    /// when only private registries did.
+    async fn confirm_shared_manifest(
+        &self,
+        target: &Target,
+        digest: &Digest,
+        repositories: &[String],
+    ) -> Result<(), RegistryError> {
+        let public_somewhere = repositories.iter().any(|r| {
+            r.split_once('/')
+                .is_some_and(|(registry, _)| !self.upstreams.is_private(registry))
+        });
+        if self.air_gapped {
+            return if public_somewhere {
+                Ok(())
+            } else {
+                Err(RegistryError::ManifestUnknown(format!(
+                    "manifest {digest} is not cached for {target} (air-gapped)"
+                )))
+            };
+        }
+        let upstream = self.upstreams.get(&target.registry)?;
+        match upstream.head_manifest(&pull(target), digest.as_str()).await {
+            Ok(_) => Ok(()),
+            Err(err) if err.is_upstream_trouble() && public_somewhere => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
     /// Writes a manifest (and optionally a tag) to the index.
-    async fn record_manifest(
+    pub(super) async fn record_manifest(
         &self,
         target: &Target,
         manifest: &CachedManifest,
@@ -136,129 +155,14 @@ impl PullThrough {
             })
             .await
     }
-
-    /// The digest `tag` points at, asking the upstream only when the mapping is older than the tag TTL.
-    async fn resolve_tag(
-        &self,
-        target: &Target,
-        tag: &str,
-    ) -> Result<(Digest, CacheStatus), RegistryError> {
-        let key = HotCache::tag_key(target, tag);
-        if let Some(entry) = self.hot.tags.get(&key).await {
-            if entry.fresh_until > unix_now() {
-                return Ok((entry.digest, CacheStatus::Hit));
-            }
-            self.hot.tags.invalidate(&key).await;
-        }
-        let mut status = CacheStatus::Hit;
-        let entry = self
-            .hot
-            .tags
-            .try_get_with(key.clone(), self.load_tag(target, tag, key, &mut status))
-            .await
-            .map_err(unwrap_shared)?;
-        Ok((entry.digest, status))
-    }
-
-    async fn load_tag(
-        &self,
-        target: &Target,
-        tag: &str,
-        key: Box<str>,
-        status: &mut CacheStatus,
-    ) -> Result<TagEntry, RegistryError> {
-        let ttl = self.tag_ttl.as_secs();
-        let lookup = key.clone();
-        let stored = self.store.index(move |index| index.tag(&lookup)).await?;
-        let now = unix_now();
-        let stored = match stored {
-            Some(record) => {
-                let digest: Digest = record
-                    .digest
-                    .parse()
-                    .map_err(|e| RegistryError::internal("stored tag", e))?;
-                if record.fetched_at + ttl > now {
-                    return Ok(TagEntry {
-                        digest,
-                        fresh_until: record.fetched_at + ttl,
-                    });
-                }
-                Some((digest, record))
-            }
-            None => None,
-        };
-        *status = CacheStatus::Miss;
-        match self.refresh_tag(target, tag, &key, stored.as_ref()).await {
-            Ok(digest) => Ok(TagEntry {
-                digest,
-                fresh_until: now + ttl,
-            }),
-            Err(
-                err @ (RegistryError::UpstreamUnavailable(_) | RegistryError::TooManyRequests(_)),
-            ) => {
-                match stored {
-                    // Stale-if-error: an unreachable or rate-limiting upstream must not break cached images.
-                    Some((digest, _)) => {
-                        tracing::warn!(%target, tag, error = %err, "upstream unavailable; serving cached tag");
-                        *status = CacheStatus::Hit;
-                        Ok(TagEntry {
-                            digest,
-                            fresh_until: now + STALE_RETRY_SECS.min(ttl.max(1)),
-                        })
-                    }
-                    None => Err(err),
-                }
-            }
-            Err(err) => Err(err),
-        }
-    }
-
-    /// Asks the upstream where `tag` points now. An unchanged digest costs one HEAD (which Docker Hub does not
-    /// count against the rate limit); a new or unknown tag costs one GET, whose manifest is stored with the tag.
-    async fn refresh_tag(
-        &self,
-        target: &Target,
-        tag: &str,
-        key: &str,
-        stored: Option<&(Digest, TagRecord)>,
-    ) -> Result<Digest, RegistryError> {
-        let client = self.upstreams.client(&target.registry);
-        let now = unix_now();
-        if let Some((digest, record)) = stored {
-            let head = client.head_manifest(&target.repository, tag).await?;
-            if head.digest_header.as_deref() == Some(digest.as_str()) {
-                let record = TagRecord {
-                    fetched_at: now,
-                    ..record.clone()
-                };
-                let key = key.to_owned();
-                self.store
-                    .index(move |index| index.put_tag(&key, &record))
-                    .await?;
-                return Ok(digest.clone());
-            }
-        }
-        let fetched = client.manifest(&target.repository, tag).await?;
-        let digest = digest_for_tag(target, &fetched)?;
-        let (manifest, info) = verified_manifest(digest.clone(), &fetched)?;
-        let record = TagRecord {
-            digest: digest.to_string(),
-            fetched_at: now,
-            created: stored.map(|(_, r)| r.created).unwrap_or(now),
-        };
-        self.record_manifest(target, &manifest, info, Some((key.into(), record)))
-            .await?;
-        self.hot
-            .manifests
-            .insert(HotCache::manifest_key(target, &digest), Arc::new(manifest))
-            .await;
-        Ok(digest)
-    }
 }
 
 /// The digest of a manifest fetched by tag: computed from its bytes, and checked against the digest the
 /// upstream states, if any.
-fn digest_for_tag(target: &Target, fetched: &FetchedManifest) -> Result<Digest, RegistryError> {
+pub(super) fn digest_for_tag(
+    target: &Target,
+    fetched: &FetchedManifest,
+) -> Result<Digest, RegistryError> {
     let claimed = fetched
         .digest_header
         .as_deref()
@@ -278,7 +182,7 @@ fn digest_for_tag(target: &Target, fetched: &FetchedManifest) -> Result<Digest, 
 }
 
 /// Builds a servable manifest from upstream bytes whose digest has been checked, and what it references.
-fn verified_manifest(
+pub(super) fn verified_manifest(
     digest: Digest,
     fetched: &FetchedManifest,
 ) -> Result<(CachedManifest, ManifestInfo), RegistryError> {

@@ -1,12 +1,15 @@
 //! The pull-through cache: what handlers call to get a manifest or a blob. It answers from the hot cache,
-//! the index and the blob directory, and goes to the upstream only on a miss (or an expired tag), with one
-//! upstream request per missing item however many clients ask at once.
+//! the index and the blob directory, and goes to the upstream only on a miss (or, in the background, to
+//! revalidate an expired tag), with one upstream request per missing item however many clients ask at once.
 
 mod blobs;
 mod fill;
 mod hot;
 mod manifests;
+mod passthrough;
+mod tags;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,11 +18,13 @@ use dashmap::DashMap;
 pub use blobs::BlobSource;
 pub use fill::{BlobFill, FillState};
 pub use hot::{CachedManifest, HotCache, TagEntry};
+pub use passthrough::Asked;
 
 use crate::config::Config;
 use crate::digest::Digest;
+use crate::route::Target;
 use crate::store::Store;
-use crate::upstream::Upstreams;
+use crate::upstream::{Pull, Upstreams};
 
 /// Whether a request was answered from the cache or needed the upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,23 +51,129 @@ impl CacheStatus {
     }
 }
 
+/// An in-flight fill: one per registry and digest.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FillKey {
+    registry: Arc<str>,
+    digest: Digest,
+}
+
+impl FillKey {
+    fn new(target: &Target, digest: &Digest) -> FillKey {
+        FillKey {
+            registry: target.registry.clone(),
+            digest: digest.clone(),
+        }
+    }
+}
+
+/// How long tags of one registry stay fresh, and which never need revalidation.
+struct TagPolicy {
+    default_ttl: Duration,
+    ttl: HashMap<String, Duration>,
+    immutable: HashMap<String, globset::GlobSet>,
+}
+
+impl TagPolicy {
+    fn new(config: &Config) -> anyhow::Result<TagPolicy> {
+        let mut ttl = HashMap::new();
+        let mut immutable = HashMap::new();
+        for registry in &config.registries {
+            if let Some(t) = registry.tag_ttl {
+                ttl.insert(registry.name.clone(), t);
+            }
+            if !registry.immutable_tags.is_empty() {
+                let mut set = globset::GlobSetBuilder::new();
+                for pattern in &registry.immutable_tags {
+                    set.add(globset::Glob::new(pattern)?);
+                }
+                immutable.insert(registry.name.clone(), set.build()?);
+            }
+        }
+        Ok(TagPolicy {
+            default_ttl: config.tag_ttl,
+            ttl,
+            immutable,
+        })
+    }
+
+    fn ttl(&self, registry: &str) -> u64 {
+        self.ttl
+            .get(registry)
+            .unwrap_or(&self.default_ttl)
+            .as_secs()
+    }
+
+    fn is_immutable(&self, registry: &str, tag: &str) -> bool {
+        self.immutable
+            .get(registry)
+            .is_some_and(|set| set.is_match(tag))
+    }
+}
+
 /// The cache service shared by all requests.
 pub struct PullThrough {
     pub store: Arc<Store>,
     upstreams: Upstreams,
     hot: HotCache,
-    fills: Arc<DashMap<Digest, Arc<BlobFill>>>,
-    tag_ttl: Duration,
+    fills: Arc<DashMap<FillKey, Arc<BlobFill>>>,
+    tag_policy: TagPolicy,
+    /// Tags an upstream recently answered 404 for (`registry/repository:tag`).
+    unknown_tags: moka::sync::Cache<Box<str>, ()>,
+    /// Tags being revalidated in the background (one at a time per tag).
+    revalidating: DashMap<Box<str>, ()>,
+    /// Passthrough credentials the upstream accepted, per repository (`fingerprint registry/repository`).
+    accepted_credentials: moka::sync::Cache<String, ()>,
+    air_gapped: bool,
+    any_private_registry: bool,
+    upstream_timeout: Duration,
+    fill_min_bytes_per_sec: u64,
 }
+
+/// How many unknown tags are remembered at most.
+const UNKNOWN_TAGS: u64 = 10_000;
+/// How long an accepted passthrough credential is trusted for a repository without asking the upstream.
+const CREDENTIAL_TTL: Duration = Duration::from_secs(60);
 
 impl PullThrough {
     pub fn new(config: Arc<Config>, store: Arc<Store>) -> anyhow::Result<PullThrough> {
+        let upstreams = Upstreams::new(config.clone())?;
+        let any_private_registry = config
+            .registries
+            .iter()
+            .any(|r| upstreams.is_private(&r.name));
         Ok(PullThrough {
             store,
             hot: HotCache::new(config.hot_cache_bytes),
-            tag_ttl: config.tag_ttl,
-            upstreams: Upstreams::new(config)?,
+            tag_policy: TagPolicy::new(&config)?,
+            unknown_tags: moka::sync::Cache::builder()
+                .max_capacity(UNKNOWN_TAGS)
+                .time_to_live(config.negative_ttl.max(Duration::from_millis(1)))
+                .build(),
+            revalidating: DashMap::new(),
+            accepted_credentials: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(CREDENTIAL_TTL)
+                .build(),
+            air_gapped: config.air_gapped,
+            any_private_registry,
+            upstream_timeout: config.upstream_timeout,
+            fill_min_bytes_per_sec: config.fill_min_bytes_per_sec,
+            upstreams,
             fills: Arc::new(DashMap::new()),
         })
+    }
+
+    /// The upstreams, for routing (aliases) and auth decisions.
+    pub fn upstreams(&self) -> &Upstreams {
+        &self.upstreams
+    }
+}
+
+/// The upstream request context of a target.
+fn pull(target: &Target) -> Pull<'_> {
+    Pull {
+        repository: &target.repository,
+        credentials: target.credentials.as_ref(),
     }
 }

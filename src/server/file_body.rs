@@ -15,7 +15,8 @@ use std::sync::Arc;
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use memmap2::{Advice, MmapOptions};
-use serde::Deserialize;
+
+use crate::config::BlobIo;
 
 /// Blobs up to this size are answered with one read.
 const SMALL_BLOB: u64 = 64 * 1024;
@@ -23,15 +24,6 @@ const SMALL_BLOB: u64 = 64 * 1024;
 const MMAP_WINDOW: u64 = 2 * 1024 * 1024;
 /// Size of each read in buffered mode.
 const READ_CHUNK: u64 = 256 * 1024;
-
-/// How cached blob bodies are read.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum BlobIo {
-    #[default]
-    Mmap,
-    Buffered,
-}
 
 /// A body of `len` bytes of `file` from `start`.
 pub fn body(file: File, start: u64, len: u64, mode: BlobIo) -> io::Result<Body> {

@@ -3,11 +3,13 @@
 
 mod access_log;
 mod blobs;
+mod errors;
 mod file_body;
 mod headers;
 mod manifests;
 mod path;
 mod range;
+mod request_id;
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -24,15 +26,16 @@ use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::sync::watch;
 
-use crate::cache::PullThrough;
+use crate::cache::{Asked, PullThrough};
 use crate::config::Config;
+use crate::credentials::Credentials;
 use crate::error::RegistryError;
-use crate::route::{normalize_host, Target};
+use crate::route::{normalize_host, Aliases, Target};
 use crate::store::{Store, ACCESS_FLUSH_INTERVAL};
 use headers::{API_VERSION, API_VERSION_VALUE};
 use path::ApiPath;
 
-pub use file_body::BlobIo;
+pub use crate::config::BlobIo;
 
 /// How long open connections may finish after a shutdown signal before they are closed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -41,6 +44,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 pub struct AppState {
     pub cache: Arc<PullThrough>,
     pub default_registry: Arc<str>,
+    pub aliases: Aliases,
     pub blob_io: BlobIo,
 }
 
@@ -126,13 +130,27 @@ async fn handle_api(
         Some(ns) => Some(normalize_host(ns)?),
         None => None,
     };
+    let resolve = |name: &str| -> Result<Target, RegistryError> {
+        let mut target =
+            Target::resolve(name, ns.as_deref(), &state.default_registry, &state.aliases)?;
+        target.credentials = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Credentials::from_basic_header);
+        Ok(target)
+    };
     match api_path {
         ApiPath::Manifest { name, reference } => {
-            let target = Target::resolve(name, ns.as_deref(), &state.default_registry)?;
+            let target = resolve(name)?;
+            state
+                .cache
+                .authorize(&target, Asked::Manifest(reference))
+                .await?;
             manifests::serve(state, method, target, reference, headers).await
         }
         ApiPath::Blob { name, digest } => {
-            let target = Target::resolve(name, ns.as_deref(), &state.default_registry)?;
+            let target = resolve(name)?;
+            state.cache.authorize(&target, Asked::Blob(digest)).await?;
             blobs::serve(state, method, target, digest, headers).await
         }
     }
@@ -155,12 +173,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         db = %db.display(),
         blobs = %blobs.display(),
         default_registry = %config.default_registry,
+        unlisted_upstreams = ?config.unlisted_upstreams,
+        air_gapped = config.air_gapped,
         tls = "off",
         pid = std::process::id(),
         uid = unsafe { libc::getuid() },
         "ociregistry: pull-only, pull-through caching OCI Distribution server"
     );
     let state = Arc::new(AppState {
+        aliases: cache.upstreams().aliases().clone(),
         cache,
         default_registry: normalize_host(&config.default_registry)
             .map_err(|e| anyhow::anyhow!("default_registry: {e}"))?,

@@ -1,10 +1,11 @@
-//! Docker/OCI token authentication: parsing `WWW-Authenticate: Bearer …` challenges and caching the tokens
-//! fetched from the realm until shortly before they expire.
+//! Upstream authentication: HTTP basic credentials (kept as secrets), parsing `WWW-Authenticate` challenges,
+//! and caching the bearer tokens fetched from a realm until shortly before they expire.
 
 use std::time::{Duration, Instant};
 
-use dashmap::DashMap;
 use serde::Deserialize;
+
+pub use crate::credentials::Credentials;
 
 /// A `Bearer` challenge from an upstream's 401 answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,20 +66,43 @@ pub struct TokenResponse {
     expires_in: Option<u64>,
 }
 
+/// The longest a token is kept, whatever the token server says.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
 impl TokenResponse {
-    /// The token and how long it may be used.
+    /// The token and how long it may be used (bounded: an upstream's number is never trusted to be sane).
     pub fn into_token(self) -> Option<(String, Duration)> {
         let token = self.token.or(self.access_token).filter(|t| !t.is_empty())?;
         // The distribution token spec says 60 s when the server does not say.
-        let lifetime = Duration::from_secs(self.expires_in.unwrap_or(60));
+        let lifetime = Duration::from_secs(self.expires_in.unwrap_or(60)).min(MAX_TOKEN_LIFETIME);
         Some((token, lifetime))
     }
 }
 
-/// Tokens by scope, each kept until a little before it expires.
-#[derive(Default)]
+/// Whether a 401 challenge asks for HTTP basic auth.
+pub fn is_basic_challenge(header: &str) -> bool {
+    header
+        .trim_start()
+        .get(..6)
+        .is_some_and(|s| s.eq_ignore_ascii_case("basic "))
+        || header.trim().eq_ignore_ascii_case("basic")
+}
+
+/// Tokens by scope (and credential identity), each kept until a little before it expires. Bounded: an upstream
+/// cannot make it grow without limit.
 pub struct TokenCache {
-    tokens: DashMap<String, (String, Instant)>,
+    tokens: moka::sync::Cache<String, (String, Instant)>,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        TokenCache {
+            tokens: moka::sync::Cache::builder()
+                .max_capacity(4096)
+                .time_to_live(MAX_TOKEN_LIFETIME)
+                .build(),
+        }
+    }
 }
 
 /// Tokens are dropped this long before their stated expiry, to allow for clock skew and latency.
@@ -87,19 +111,20 @@ const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
 impl TokenCache {
     /// A token for `scope` that is still valid.
     pub fn get(&self, scope: &str) -> Option<String> {
-        let entry = self.tokens.get(scope)?;
-        if entry.1 > Instant::now() {
-            Some(entry.0.clone())
+        let (token, until) = self.tokens.get(scope)?;
+        if until > Instant::now() {
+            Some(token)
         } else {
-            drop(entry);
-            self.tokens.remove(scope);
+            self.tokens.invalidate(scope);
             None
         }
     }
 
     /// Keeps `token` for `scope`.
     pub fn put(&self, scope: &str, token: String, lifetime: Duration) {
-        let until = Instant::now() + lifetime.saturating_sub(EXPIRY_MARGIN);
+        let Some(until) = Instant::now().checked_add(lifetime.saturating_sub(EXPIRY_MARGIN)) else {
+            return;
+        };
         self.tokens.insert(scope.to_owned(), (token, until));
     }
 }
@@ -138,5 +163,37 @@ mod tests {
         assert_eq!(cache.get("s").as_deref(), Some("t"));
         cache.put("s", "t".into(), Duration::from_secs(5));
         assert_eq!(cache.get("s"), None);
+    }
+}
+
+#[cfg(test)]
+mod credential_tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn huge_expiry_is_bounded_and_never_panics() {
+        let parsed: TokenResponse =
+            serde_json::from_str(r#"{"token":"t","expires_in":18446744073709551615}"#).unwrap();
+        let (_, lifetime) = parsed.into_token().unwrap();
+        assert_eq!(lifetime, MAX_TOKEN_LIFETIME);
+        TokenCache::default().put("s", "t".into(), Duration::MAX);
+    }
+
+    #[test]
+    fn basic_header_and_redaction() {
+        let c = Credentials::from_basic_header("Basic dXNlcjpwYXNz").unwrap();
+        assert_eq!(c.username, "user");
+        assert_eq!(c.password.expose_secret(), "pass");
+        assert!(!format!("{c:?}").contains("pass"));
+        assert_ne!(
+            c.fingerprint(),
+            Credentials::from_basic_header("Basic dXNlcjpwYXNx")
+                .unwrap()
+                .fingerprint()
+        );
+        assert!(Credentials::from_basic_header("Bearer x").is_none());
+        assert!(is_basic_challenge("Basic realm=\"x\""));
+        assert!(!is_basic_challenge("Bearer realm=\"x\""));
     }
 }
