@@ -273,6 +273,17 @@ impl RegistryClient {
             request = request.header(AUTHORIZATION, basic_header(c));
         }
         let mut response = request.send().await.map_err(|e| self.unreachable(e))?;
+        let refused = matches!(
+            response.status(),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        );
+        if refused && matches!(self.auth, ClientAuth::Passthrough) {
+            // The client's own credentials were refused: the client must know, to try others.
+            return Err(RegistryError::Unauthorized(format!(
+                "upstream {} did not accept the credentials",
+                self.name
+            )));
+        }
         if !response.status().is_success() {
             return Err(RegistryError::UpstreamUnavailable(format!(
                 "{}: token endpoint answered {}",

@@ -44,6 +44,10 @@ pub struct UpstreamOptions {
     pub auth: bool,
     /// `expires_in` of issued tokens, seconds; tokens are rejected (401) once that has passed.
     pub token_expires_in: u64,
+    /// The realm announced in the bearer challenge (default: this upstream's own `/token`).
+    pub realm: Option<String>,
+    /// When set, `/token` issues tokens only to requests with HTTP basic auth of this user and password.
+    pub token_credentials: Option<(String, String)>,
 }
 
 impl Default for UpstreamOptions {
@@ -51,6 +55,8 @@ impl Default for UpstreamOptions {
         UpstreamOptions {
             auth: true,
             token_expires_in: 300,
+            realm: None,
+            token_credentials: None,
         }
     }
 }
@@ -92,6 +98,7 @@ struct UpstreamState {
     blob_behaviour: Mutex<HashMap<String, BlobBehaviour>>,
     corrupt_manifests: Mutex<HashSet<String>>,
     forced_status: Mutex<HashMap<String, u16>>,
+    redirects: Mutex<HashMap<String, String>>,
     counts: Mutex<HashMap<(String, String), usize>>,
     unauthorized: AtomicUsize,
     token_fetches: AtomicUsize,
@@ -121,12 +128,16 @@ impl TestUpstream {
             .expect("bind test upstream");
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(UpstreamState {
-            realm: format!("http://{addr}/token"),
+            realm: opts
+                .realm
+                .clone()
+                .unwrap_or_else(|| format!("http://{addr}/token")),
             opts,
             repos: Mutex::default(),
             blob_behaviour: Mutex::default(),
             corrupt_manifests: Mutex::default(),
             forced_status: Mutex::default(),
+            redirects: Mutex::default(),
             counts: Mutex::default(),
             unauthorized: AtomicUsize::new(0),
             token_fetches: AtomicUsize::new(0),
@@ -275,6 +286,15 @@ impl TestUpstream {
         };
     }
 
+    /// Answer every (authorized) request for this reference with `307 Location: url` (or stop, with `None`).
+    pub fn set_redirect(&self, reference: &str, url: Option<&str>) {
+        let mut map = self.state.redirects.lock().unwrap();
+        match url {
+            Some(u) => map.insert(reference.to_string(), u.to_string()),
+            None => map.remove(reference),
+        };
+    }
+
     // ----- counters -----
 
     /// Authorized requests seen for (method, path), e.g. ("GET", "/v2/team/app/blobs/sha256:..").
@@ -357,8 +377,28 @@ fn json_response(value: serde_json::Value) -> Response {
 async fn token_handler(
     State(st): State<Arc<UpstreamState>>,
     Query(params): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
 ) -> Response {
     st.token_fetches.fetch_add(1, Ordering::SeqCst);
+    if let Some((user, pass)) = &st.opts.token_credentials {
+        use base64::Engine;
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+        );
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if given != Some(expected.as_str()) {
+            let msg = format!(
+                "GET /token without valid credentials ({}) -> 401",
+                given.is_some()
+            );
+            eprintln!("[upstream] {msg}");
+            st.log.lock().unwrap().push(msg);
+            return error_response(401, "UNAUTHORIZED", "bad credentials");
+        }
+    }
     let service = params
         .iter()
         .find(|(k, _)| k == "service")
@@ -505,6 +545,13 @@ fn route(st: &UpstreamState, method: &Method, path: &str, headers: &HeaderMap) -
     count(st, method, path);
     if let Some(status) = st.forced_status.lock().unwrap().get(reference).copied() {
         return forced_error(status);
+    }
+    if let Some(url) = st.redirects.lock().unwrap().get(reference) {
+        return Response::builder()
+            .status(307)
+            .header(header::LOCATION, url.as_str())
+            .body(Body::empty())
+            .unwrap();
     }
     if method != Method::GET && method != Method::HEAD {
         return error_response(405, "UNSUPPORTED", "pull only");
