@@ -541,3 +541,58 @@ async fn passthrough_serves_cached_content_only_to_accepted_credentials() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn referrers_are_passed_through_filtered_and_served_when_the_upstream_is_gone() {
+    bounded(async {
+        let fx = Fixture::new().await;
+        let image = ImageBuilder::oci().small().seed(113).build();
+        fx.upstream.push_image(REPO, "v1", &image);
+        let subject = &image.index.digest;
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[
+            {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{a}","size":10,"artifactType":"application/vnd.dev.sigstore.bundle.v0.3+json"}},
+            {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{b}","size":20,"artifactType":"application/spdx+json"}}]}}"#,
+            a = "a".repeat(64),
+            b = "b".repeat(64)
+        );
+        fx.upstream.set_referrers(REPO, subject, index.as_bytes());
+        let target = fx.in_path(REPO);
+        let url = format!("{}/v2/{}/{REPO}/referrers/{subject}", fx.server.base_url(), fx.upstream.host());
+        let resp = get(&fx.client, &url).await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        assert_eq!(resp.header("content-type").as_deref(), Some("application/vnd.oci.image.index.v1+json"));
+        assert_eq!(resp.body, index.as_bytes());
+        let filtered_url = format!("{url}?artifactType=application/spdx%2Bjson");
+        let resp = get(&fx.client, &filtered_url).await;
+        assert_eq!(resp.header("oci-filters-applied").as_deref(), Some("artifactType"));
+        let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+        assert_eq!(v["manifests"].as_array().unwrap().len(), 1);
+        assert_eq!(v["manifests"][0]["artifactType"], "application/spdx+json");
+        // Cached: the upstream was asked once; and still served with the upstream gone.
+        assert_eq!(fx.upstream.count("GET", &format!("/v2/{REPO}/referrers/{subject}")), 1);
+        fx.upstream.stop().await;
+        let resp = get(&fx.client, &url).await;
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.body, index.as_bytes());
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cosign_tag_schema_fallback_works_as_tags() {
+    bounded(async {
+        let fx = Fixture::new().await;
+        let image = ImageBuilder::oci().small().seed(114).build();
+        let signature = ImageBuilder::oci().small().seed(115).build();
+        fx.upstream.push_image(REPO, "v1", &image);
+        // cosign stores a signature of image digest sha256:<hex> under the tag `sha256-<hex>.sig`.
+        let tag = format!("{}.sig", image.index.digest.replace(':', "-"));
+        fx.upstream.push_image(REPO, &tag, &signature);
+        let target = fx.in_path(REPO);
+        pull_image(&fx.client, &target, &tag, &signature).await;
+        fx.upstream.stop().await;
+        check_manifest(&fx.client, &target, &tag, &signature.index).await;
+    })
+    .await
+}

@@ -7,6 +7,7 @@ mod fill;
 mod hot;
 mod manifests;
 mod passthrough;
+mod referrers;
 mod tags;
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ pub use blobs::BlobSource;
 pub use fill::{BlobFill, FillState};
 pub use hot::{CachedManifest, HotCache, TagEntry};
 pub use passthrough::Asked;
+pub use referrers::Referrers;
 
 use crate::config::Config;
 use crate::digest::Digest;

@@ -9,6 +9,7 @@ mod headers;
 mod manifests;
 mod path;
 mod range;
+mod referrers;
 mod request_id;
 
 use std::future::IntoFuture;
@@ -121,11 +122,7 @@ async fn handle_api(
         .map_err(|_| RegistryError::NameInvalid("request path is not valid UTF-8".into()))?;
     let rest = path.strip_prefix("/v2/").unwrap_or_default();
     let api_path = ApiPath::parse(rest)?;
-    let ns = uri.query().and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "ns")
-            .map(|(_, v)| v)
-    });
+    let ns = query_value(uri, "ns");
     let ns = match ns.as_deref() {
         Some(ns) => Some(normalize_host(ns)?),
         None => None,
@@ -153,7 +150,23 @@ async fn handle_api(
             state.cache.authorize(&target, Asked::Blob(digest)).await?;
             blobs::serve(state, method, target, digest, headers).await
         }
+        ApiPath::Referrers { name, digest } => {
+            let target = resolve(name)?;
+            state
+                .cache
+                .authorize(&target, Asked::Manifest(digest))
+                .await?;
+            let artifact_type = query_value(uri, "artifactType");
+            referrers::serve(state, method, target, digest, artifact_type.as_deref()).await
+        }
     }
+}
+
+/// The first value of query parameter `key`.
+fn query_value(uri: &Uri, key: &str) -> Option<String> {
+    form_urlencoded::parse(uri.query()?.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
 }
 
 /// Runs the server until SIGTERM or SIGINT.

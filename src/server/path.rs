@@ -1,4 +1,5 @@
-//! Parsing `/v2/<name>/manifests/<reference>` and `/v2/<name>/blobs/<digest>`, where `<name>` may itself
+//! Parsing `/v2/<name>/manifests/<reference>`, `/v2/<name>/blobs/<digest>` and `/v2/<name>/referrers/<digest>`,
+//! where `<name>` may itself
 //! contain slashes (`a/b/c`, or an in-path registry host).
 
 use crate::error::RegistryError;
@@ -8,6 +9,7 @@ use crate::error::RegistryError;
 pub enum ApiPath<'a> {
     Manifest { name: &'a str, reference: &'a str },
     Blob { name: &'a str, digest: &'a str },
+    Referrers { name: &'a str, digest: &'a str },
 }
 
 impl<'a> ApiPath<'a> {
@@ -21,6 +23,9 @@ impl<'a> ApiPath<'a> {
             }
             (Some(name), Some("blobs"), Some(digest)) if !name.is_empty() => {
                 Ok(ApiPath::Blob { name, digest })
+            }
+            (Some(name), Some("referrers"), Some(digest)) if !name.is_empty() => {
+                Ok(ApiPath::Referrers { name, digest })
             }
             _ => Err(RegistryError::EndpointUnknown(format!(
                 "/v2/{rest} is not an endpoint of this pull-only registry"

@@ -99,6 +99,8 @@ struct UpstreamState {
     corrupt_manifests: Mutex<HashSet<String>>,
     forced_status: Mutex<HashMap<String, u16>>,
     redirects: Mutex<HashMap<String, String>>,
+    /// (repo, subject digest) -> referrers index JSON
+    referrers: Mutex<HashMap<(String, String), Bytes>>,
     counts: Mutex<HashMap<(String, String), usize>>,
     unauthorized: AtomicUsize,
     token_fetches: AtomicUsize,
@@ -138,6 +140,7 @@ impl TestUpstream {
             corrupt_manifests: Mutex::default(),
             forced_status: Mutex::default(),
             redirects: Mutex::default(),
+            referrers: Mutex::default(),
             counts: Mutex::default(),
             unauthorized: AtomicUsize::new(0),
             token_fetches: AtomicUsize::new(0),
@@ -295,6 +298,14 @@ impl TestUpstream {
         };
     }
 
+    /// Serves `index` (an OCI image index JSON) at `GET /v2/<repo>/referrers/<subject>`.
+    pub fn set_referrers(&self, repo: &str, subject: &str, index: &[u8]) {
+        self.state.referrers.lock().unwrap().insert(
+            (repo.to_string(), subject.to_string()),
+            Bytes::copy_from_slice(index),
+        );
+    }
+
     // ----- counters -----
 
     /// Authorized requests seen for (method, path), e.g. ("GET", "/v2/team/app/blobs/sha256:..").
@@ -444,6 +455,7 @@ async fn registry_handler(
 enum Kind {
     Manifest,
     Blob,
+    Referrers,
 }
 
 /// Is the request authorized for `repo` (or, with `None`, carrying any valid token)?
@@ -536,6 +548,12 @@ fn route(st: &UpstreamState, method: &Method, path: &str, headers: &HeaderMap) -
         (&rest[..i], Kind::Manifest, &rest[i + "/manifests/".len()..])
     } else if let Some(i) = rest.rfind("/blobs/") {
         (&rest[..i], Kind::Blob, &rest[i + "/blobs/".len()..])
+    } else if let Some(i) = rest.rfind("/referrers/") {
+        (
+            &rest[..i],
+            Kind::Referrers,
+            &rest[i + "/referrers/".len()..],
+        )
     } else {
         return error_response(404, "NAME_UNKNOWN", "unsupported path");
     };
@@ -560,6 +578,22 @@ fn route(st: &UpstreamState, method: &Method, path: &str, headers: &HeaderMap) -
     match kind {
         Kind::Manifest => manifest(st, repo, reference, head),
         Kind::Blob => blob(st, repo, reference, head),
+        Kind::Referrers => match st
+            .referrers
+            .lock()
+            .unwrap()
+            .get(&(repo.to_string(), reference.to_string()))
+        {
+            Some(index) => Response::builder()
+                .status(200)
+                .header(
+                    header::CONTENT_TYPE,
+                    "application/vnd.oci.image.index.v1+json",
+                )
+                .body(Body::from(index.clone()))
+                .unwrap(),
+            None => error_response(404, "NAME_UNKNOWN", "no referrers API here"),
+        },
     }
 }
 
