@@ -57,7 +57,7 @@ pub struct Config {
     pub unlisted_upstreams: UnlistedUpstreams,
     /// Glob patterns (`*.example.com`) of unlisted hosts allowed even when `unlisted_upstreams: deny`; their
     /// addresses must still be public.
-    #[serde(deserialize_with = "null_as_empty")]
+    #[serde(deserialize_with = "yaml_string::list")]
     pub allowed_upstreams: Vec<String>,
     /// Never contact an upstream: serve what is cached regardless of TTL, answer misses with 404 at once.
     pub air_gapped: bool,
@@ -101,10 +101,10 @@ pub struct RegistryConfig {
     pub scheme: Scheme,
     /// Where to fetch from, in order (`https://10.0.0.5:5443`); default: `scheme://name`. On a connection
     /// error or a 5xx the next endpoint is tried.
-    #[serde(default, deserialize_with = "null_as_empty")]
+    #[serde(default, deserialize_with = "yaml_string::list")]
     pub endpoints: Vec<String>,
     /// Port-less names clients may use for this registry as the first path component (`internal/app:1`).
-    #[serde(default, deserialize_with = "null_as_empty")]
+    #[serde(default, deserialize_with = "yaml_string::list")]
     pub aliases: Vec<String>,
     /// Credentials toward this registry.
     #[serde(default)]
@@ -116,7 +116,7 @@ pub struct RegistryConfig {
     #[serde(default, with = "humantime_serde")]
     pub tag_ttl: Option<Duration>,
     /// Glob patterns of tags that are never revalidated once cached (`v*.*.*`).
-    #[serde(default, deserialize_with = "null_as_empty")]
+    #[serde(default, deserialize_with = "yaml_string::list")]
     pub immutable_tags: Vec<String>,
     /// Upper bound of concurrent requests to this registry (0: no bound).
     #[serde(default)]
@@ -126,14 +126,41 @@ pub struct RegistryConfig {
 /// Credentials toward one registry: `none`, `passthrough` (the client's own `Authorization`), or a user name
 /// with exactly one of `password`, `password_file`, `password_env`. Used for HTTP basic auth and at the
 /// token endpoint of the bearer-token flow.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(untagged)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum AuthConfig {
     #[default]
-    #[serde(skip)]
     Anonymous,
     Mode(AuthMode),
     Basic(BasicAuthConfig),
+}
+
+/// A string (`none`, `passthrough`) or a mapping (user name and password source). Written out rather than
+/// `#[serde(untagged)]`, whose one error ("did not match any variant") names neither the key nor the problem.
+impl<'de> Deserialize<'de> for AuthConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct AuthVisitor;
+        impl<'de> serde::de::Visitor<'de> for AuthVisitor {
+            type Value = AuthConfig;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`none`, `passthrough`, or {username, password | password_file | password_env}")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<AuthConfig, E> {
+                match v {
+                    "none" => Ok(AuthConfig::Mode(AuthMode::None)),
+                    "passthrough" => Ok(AuthConfig::Mode(AuthMode::Passthrough)),
+                    other => Err(E::unknown_variant(other, &["none", "passthrough"])),
+                }
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<AuthConfig, A::Error> {
+                BasicAuthConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(AuthConfig::Basic)
+            }
+        }
+        d.deserialize_any(AuthVisitor)
+    }
 }
 
 /// `auth: none` or `auth: passthrough`.
@@ -150,11 +177,11 @@ pub enum AuthMode {
 pub struct BasicAuthConfig {
     #[serde(deserialize_with = "yaml_string::string")]
     pub username: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "yaml_string::optional_string")]
     pub password: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "yaml_string::optional_path")]
     pub password_file: Option<PathBuf>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "yaml_string::optional_string")]
     pub password_env: Option<String>,
 }
 
@@ -174,10 +201,13 @@ impl std::fmt::Debug for BasicAuthConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// PEM file of CA certificates trusted for this registry, in addition to the web PKI roots.
+    #[serde(deserialize_with = "yaml_string::optional_path")]
     pub ca_file: Option<PathBuf>,
     /// PEM client certificate (chain) for mTLS; needs `key_file`.
+    #[serde(deserialize_with = "yaml_string::optional_path")]
     pub cert_file: Option<PathBuf>,
     /// PEM private key of `cert_file`.
+    #[serde(deserialize_with = "yaml_string::optional_path")]
     pub key_file: Option<PathBuf>,
     /// Accept any server certificate. Logged loudly at start-up; for tests only.
     pub insecure_skip_verify: bool,
@@ -330,6 +360,10 @@ impl Config {
             anyhow::ensure!(
                 !self.registries[..i].iter().any(|r| r.name == *name),
                 "registries[{i}].name: {name:?} is listed twice"
+            );
+            anyhow::ensure!(
+                !self.registries[..i].iter().any(|r| r.aliases.contains(name)),
+                "registries[{i}].name: {name:?} is already an alias of another registry"
             );
             registry.validate(i, &self.registries[..i])?;
         }
@@ -494,6 +528,32 @@ mod yaml_string {
 
     pub fn path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
         string(d).map(PathBuf::from)
+    }
+
+    /// `null` (or `~`) means "not set".
+    pub fn optional_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        struct Strict(String);
+        impl<'de> Deserialize<'de> for Strict {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                string(d).map(Strict)
+            }
+        }
+        Ok(Option::<Strict>::deserialize(d)?.map(|s| s.0))
+    }
+
+    /// A list of strings; `null` means empty.
+    pub fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        struct Strict(String);
+        impl<'de> Deserialize<'de> for Strict {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                string(d).map(Strict)
+            }
+        }
+        Ok(Option::<Vec<Strict>>::deserialize(d)?
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.0)
+            .collect())
     }
 
     /// `null` (or `~`) means "not set".

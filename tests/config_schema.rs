@@ -133,7 +133,22 @@ fn schema_lists_exactly_the_loaders_keys_and_values() {
         expected_names("blob_io: zz"),
         "blob_io values"
     );
-    for object in [&schema, &schema["$defs"]["registry"]] {
+    assert_eq!(
+        strings(&properties["unlisted_upstreams"]["enum"]),
+        expected_names("unlisted_upstreams: zz"),
+        "unlisted_upstreams values"
+    );
+    assert_eq!(
+        keys(&schema["$defs"]["tls"]["properties"]),
+        expected_names("registries: [{name: a, tls: {zz_not_a_key: 1}}]"),
+        "registries[].tls keys"
+    );
+    for object in [
+        &schema,
+        &schema["$defs"]["registry"],
+        &schema["$defs"]["tls"],
+        &schema["$defs"]["basicAuth"],
+    ] {
         assert_eq!(object["additionalProperties"], Value::Bool(false));
     }
 }

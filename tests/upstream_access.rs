@@ -557,7 +557,6 @@ async fn referrers_are_passed_through_filtered_and_served_when_the_upstream_is_g
             b = "b".repeat(64)
         );
         fx.upstream.set_referrers(REPO, subject, index.as_bytes());
-        let target = fx.in_path(REPO);
         let url = format!("{}/v2/{}/{REPO}/referrers/{subject}", fx.server.base_url(), fx.upstream.host());
         let resp = get(&fx.client, &url).await;
         assert_eq!(resp.status, 200, "{}", resp.text());

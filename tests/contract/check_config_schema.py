@@ -9,8 +9,15 @@ YAML is read the way the loader reads it: serde_yaml_ng resolves plain scalars w
 rejects duplicate keys, and treats an empty document as "all defaults". PyYAML alone would apply YAML 1.1
 (`off` -> False, `1:30` -> 90), so plain scalars are resolved here by a port of serde_yaml_ng's rules.
 
-The schema's one extension keyword, `x-unique-by: PROPERTY` (array items must differ in PROPERTY; JSON
-Schema cannot say that), is implemented here.
+The schema's extension keywords, for rules JSON Schema cannot state, are implemented here:
+  * `x-unique-by: PROPERTY` or `[PROPERTY, ...]`: no value occurs twice among the array items' PROPERTYs
+    (array-valued properties count element by element; all listed properties share one namespace, so
+    `[name, aliases]` means no alias repeats a name or another alias). The later occurrence is the error.
+  * `x-glob: globset`: the string is a glob that globset's `Glob::new` compiles (a port of its parser's
+    error cases: unclosed `[`, a reversed range like `[z-a]`, unopened or unclosed `{}`, a trailing backslash).
+
+Every ```yaml block of docs/configuration.md must also be a file valid/doc-*.yaml (and every such file a block
+of the docs), so the examples in the docs are checked here and by the loader.
 
 Usage: check_config_schema.py [REPO_ROOT]   (needs jsonschema and PyYAML). Exit status 0 iff all agree.
 """
@@ -150,27 +157,99 @@ def load_config_yaml(text):
 
 
 # --------------------------------------------------------------------------------------------------------
-# The schema, with x-unique-by
+# The schema, with its extension keywords x-unique-by and x-glob
 # --------------------------------------------------------------------------------------------------------
-def _unique_by(validator, prop, instance, schema):
+def _unique_by(validator, props, instance, schema):
     if not validator.is_type(instance, "array"):
         return
+    if isinstance(props, str):
+        props = [props]
     first = {}
     for i, item in enumerate(instance):
-        if isinstance(item, dict) and prop in item:
-            key = json.dumps(item[prop], sort_keys=True)
-            if key in first:
-                yield jsonschema.ValidationError(
-                    f"{item[prop]!r} is listed twice ({prop} of items {first[key]} and {i})",
-                    path=deque([i, prop]),
-                )
-            else:
-                first[key] = i
+        if not isinstance(item, dict):
+            continue
+        for prop in props:
+            value = item.get(prop)
+            if value is None:  # absent or null: nothing to compare
+                continue
+            entries = (
+                [((i, prop, j), v) for j, v in enumerate(value)]
+                if isinstance(value, list)
+                else [((i, prop), value)]
+            )
+            for path, v in entries:
+                key = json.dumps(v, sort_keys=True)
+                if key in first:
+                    yield jsonschema.ValidationError(
+                        f"{v!r} is listed twice ({render_path(first[key])} and {render_path(path)})",
+                        path=deque(path),
+                    )
+                else:
+                    first[key] = path
+
+
+def glob_error(pattern):
+    """Why globset 0.4's `Glob::new(pattern)` (default options) fails, or None when it compiles."""
+    chars = list(pattern)
+    i = 0
+    depth = 0  # open `{` alternations
+    while i < len(chars):
+        c = chars[i]
+        i += 1
+        if c == "\\":
+            if i >= len(chars):
+                return "dangling '\\'"
+            i += 1
+        elif c == "{":
+            depth += 1
+        elif c == "}":
+            if depth == 0:
+                return "unopened alternate group; missing '{' (maybe escape '}' with '[}]'?)"
+            depth -= 1
+        elif c == "[":
+            if i < len(chars) and chars[i] in "!^":
+                i += 1
+            ranges = []
+            first = True
+            in_range = False
+            while True:
+                if i >= len(chars):
+                    return "unclosed character class; missing ']'"
+                c = chars[i]
+                i += 1
+                if c == "]" and not first:
+                    break
+                if c == "]" or (c == "-" and first):
+                    ranges.append([c, c])
+                elif c == "-" and not in_range:
+                    in_range = True
+                    first = False
+                    continue
+                elif in_range:
+                    ranges[-1][1] = c
+                    if c < ranges[-1][0]:
+                        return f"invalid range; '{ranges[-1][0]}' > '{c}'"
+                else:
+                    ranges.append([c, c])
+                in_range = False
+                first = False
+    if depth:
+        return "unclosed alternate group; missing '}' (maybe escape '{' with '[{]'?)"
+    return None
+
+
+def _glob(validator, kind, instance, schema):
+    if validator.is_type(instance, "string"):
+        error = glob_error(instance)
+        if error:
+            yield jsonschema.ValidationError(f"{instance!r} is not a glob: {error}")
 
 
 def validator_for(schema):
     jsonschema.Draft202012Validator.check_schema(schema)
-    cls = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"x-unique-by": _unique_by})
+    cls = jsonschema.validators.extend(
+        jsonschema.Draft202012Validator, {"x-unique-by": _unique_by, "x-glob": _glob}
+    )
     return cls(schema)
 
 
@@ -229,6 +308,19 @@ def main():
             shown = naming[0] if naming else jsonschema.exceptions.best_match(errors)
             where = render_path(shown.absolute_path) or "(root)"
             report(bool(naming), name, f"{where}: {shown.message}"[:300])
+
+    # The examples of docs/configuration.md are valid cases too: each ```yaml block is a valid/doc-*.yaml file.
+    blocks = re.findall(r"^```yaml\n(.*?)^```$", (root / "docs/configuration.md").read_text(), flags=re.M | re.S)
+    doc_files = {f.read_text(): f.name for f in sorted((cases / "valid").glob("doc-*.yaml"))}
+    for n, block in enumerate(blocks, 1):
+        name = f"docs/configuration.md example {n}"
+        if block in doc_files:
+            report(True, name, f"is valid/{doc_files[block]}")
+        else:
+            report(False, name, f"no valid/doc-*.yaml has this text: {block.splitlines()[0] if block else ''!r}...")
+    for text, file in doc_files.items():
+        if text not in blocks:
+            report(False, f"valid/{file}", "is not a ```yaml block of docs/configuration.md (copy it there or rename it)")
 
     print(f"config-schema: {passed} passed, {failed} failed")
     return 0 if failed == 0 else 1
