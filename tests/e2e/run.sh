@@ -301,6 +301,8 @@ tag_ttl: 2s
 registries:
   - name: $UP
     scheme: http
+  - name: "127.0.0.1:$DEADPORT"
+    scheme: http
 EOF
 }
 
@@ -404,6 +406,7 @@ step_ns_routing() {
   code="$(http_get "http://$OCI/v2/$REPO_APP/manifests/$TAG?ns=$UP" "$ACCEPT_MANIFESTS" "$b" "$h")"
   expect_eq "$code" 200 "GET /v2/$REPO_APP/manifests/$TAG?ns=$UP status"
   expect_eq "sha256:$(sha256_of "$b")" "$(cat "$TMP/expect/app/index.digest")" "index digest via ns=$UP"
+  # A listed upstream that is down: 502 UNAVAILABLE, without the connection error's text.
   code="$(http_get "http://$OCI/v2/$REPO_APP/manifests/$TAG?ns=127.0.0.1%3A$DEADPORT" "$ACCEPT_MANIFESTS" "$b" "$h")"
   expect_eq "$code" 502 "GET /v2/$REPO_APP/manifests/$TAG?ns=127.0.0.1%3A$DEADPORT status (unreachable upstream)"
   expect_eq "$(header_value "$h" Content-Type | cut -d';' -f1)" "application/json" "Content-Type of the error"
@@ -412,6 +415,13 @@ step_ns_routing() {
   code="$(http_get "http://$OCI/v2/127.0.0.1:$DEADPORT/$REPO_APP/manifests/$TAG" "$ACCEPT_MANIFESTS" "$b" "$h")"
   expect_eq "$code" 502 "GET /v2/127.0.0.1:$DEADPORT/$REPO_APP/manifests/$TAG status (unreachable upstream)"
   expect_eq "$(jq -r '.errors[0].code' "$b")" "UNAVAILABLE" "error code for unreachable in-path upstream"
+  if grep -qi "refused" "$b"; then echo "connection detail leaked to the client: $(cat "$b")" >&2; return 1; fi
+  # An unlisted loopback upstream is not contacted at all: 403 DENIED naming the key that would allow it.
+  local unlisted=$((DEADPORT == 65535 ? DEADPORT - 1 : DEADPORT + 1))
+  code="$(http_get "http://$OCI/v2/127.0.0.1:$unlisted/$REPO_APP/manifests/$TAG" "$ACCEPT_MANIFESTS" "$b" "$h")"
+  expect_eq "$code" 403 "GET /v2/127.0.0.1:$unlisted/... status (unlisted loopback upstream)"
+  expect_eq "$(jq -r '.errors[0].code' "$b")" "DENIED" "error code for an unlisted loopback upstream"
+  jq -r '.errors[0].message' "$b" | grep -q "registries:"
 }
 
 # Range request on a cached multi-MiB blob (containerd resumes interrupted downloads with Range).
@@ -662,7 +672,7 @@ critical_step "ociregistry serve starts and answers GET /v2/" step_start_ociregi
 run_step "GET /v2/ headers and body" step_base_endpoint
 run_step "skopeo pull --all through ociregistry (cold, default-registry route): same index and blob digests" step_skopeo_pull pull-cold
 run_step "in-path route /v2/$UP/$REPO_APP: manifests and blobs byte-exact" step_inpath_curl
-run_step "ns= query selects the upstream (dead ns -> 502 UNAVAILABLE)" step_ns_routing
+run_step "ns= query selects the upstream (listed dead -> 502 UNAVAILABLE, unlisted loopback -> 403 DENIED)" step_ns_routing
 run_step "Range request on a blob -> 206 with the right bytes" step_range
 run_step "4 concurrent cold readers of one blob -> 1 upstream GET, all bodies correct" step_concurrent_cold
 run_step "containerd starts" start_containerd ctd1
