@@ -143,7 +143,9 @@ impl<'de> Deserialize<'de> for AuthConfig {
             type Value = AuthConfig;
 
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("`none`, `passthrough`, or {username, password | password_file | password_env}")
+                f.write_str(
+                    "`none`, `passthrough`, or {username, password | password_file | password_env}",
+                )
             }
 
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<AuthConfig, E> {
@@ -154,7 +156,10 @@ impl<'de> Deserialize<'de> for AuthConfig {
                 }
             }
 
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<AuthConfig, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<AuthConfig, A::Error> {
                 BasicAuthConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))
                     .map(AuthConfig::Basic)
             }
@@ -362,7 +367,9 @@ impl Config {
                 "registries[{i}].name: {name:?} is listed twice"
             );
             anyhow::ensure!(
-                !self.registries[..i].iter().any(|r| r.aliases.contains(name)),
+                !self.registries[..i]
+                    .iter()
+                    .any(|r| r.aliases.contains(name)),
                 "registries[{i}].name: {name:?} is already an alias of another registry"
             );
             registry.validate(i, &self.registries[..i])?;
