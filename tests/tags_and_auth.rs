@@ -184,3 +184,61 @@ async fn expired_token_is_replaced() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stale_tags_survive_a_captive_portal_and_a_failing_token_endpoint() {
+    bounded(async {
+        let fx = Fixture::with(UpstreamOptions::default(), |c| c.tag_ttl("1s")).await;
+        let image = ImageBuilder::oci().small().seed(57).build();
+        fx.upstream.push_image(REPO, "v1", &image);
+        let target = fx.in_path(REPO);
+        pull_image(&fx.client, &target, "v1", &image).await;
+
+        // A captive portal answers everything with 200 HTML: the cached tag is served, a new one fails cleanly.
+        fx.upstream.set_captive_portal(true);
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        for _ in 0..3 {
+            check_manifest(&fx.client, &target, "v1", &image.index).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let resp = get_manifest(&fx.client, &target.manifest_url("new-tag")).await;
+        assert_error(
+            &resp,
+            502,
+            "MANIFEST_INVALID",
+            "a captive portal's HTML is not a manifest",
+        );
+        fx.upstream.set_captive_portal(false);
+
+        // A registry answering 500, then a token endpoint that fails: upstream trouble too, stale served.
+        fx.upstream.set_forced_status("v1", Some(500));
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        for _ in 0..3 {
+            check_manifest(&fx.client, &target, "v1", &image.index).await;
+        }
+        fx.upstream.set_forced_status("v1", None);
+        fx.upstream.set_token_status(Some(503));
+        // A fresh repository scope needs a new token, which the failing endpoint cannot give.
+        let other = fx.in_path("team/other");
+        let resp = get_manifest(&fx.client, &other.manifest_url("v1")).await;
+        assert_error(
+            &resp,
+            502,
+            "UNAVAILABLE",
+            "token endpoint down, nothing cached",
+        );
+        assert!(fx
+            .upstream
+            .request_log()
+            .iter()
+            .any(|l| l.contains("/token -> 503")));
+        assert!(
+            fx.server
+                .logs()
+                .iter()
+                .any(|l| l.contains("tag revalidation failed")),
+            "the failed revalidations must be logged"
+        );
+    })
+    .await
+}

@@ -99,6 +99,10 @@ struct UpstreamState {
     corrupt_manifests: Mutex<HashSet<String>>,
     forced_status: Mutex<HashMap<String, u16>>,
     redirects: Mutex<HashMap<String, String>>,
+    /// Answer every request with a 200 HTML page, as a captive portal does.
+    captive_portal: std::sync::atomic::AtomicBool,
+    /// Answer `/token` with this status instead of a token (0: normally).
+    token_status: AtomicUsize,
     /// (repo, subject digest) -> referrers index JSON
     referrers: Mutex<HashMap<(String, String), Bytes>>,
     counts: Mutex<HashMap<(String, String), usize>>,
@@ -140,6 +144,8 @@ impl TestUpstream {
             corrupt_manifests: Mutex::default(),
             forced_status: Mutex::default(),
             redirects: Mutex::default(),
+            captive_portal: Default::default(),
+            token_status: AtomicUsize::new(0),
             referrers: Mutex::default(),
             counts: Mutex::default(),
             unauthorized: AtomicUsize::new(0),
@@ -298,6 +304,18 @@ impl TestUpstream {
         };
     }
 
+    /// Answers every request (token endpoint included) with `200 text/html`, like a captive portal.
+    pub fn set_captive_portal(&self, on: bool) {
+        self.state.captive_portal.store(on, Ordering::SeqCst);
+    }
+
+    /// Makes `/token` answer `status` (an error) instead of issuing tokens; `None` for normal service.
+    pub fn set_token_status(&self, status: Option<u16>) {
+        self.state
+            .token_status
+            .store(status.map_or(0, usize::from), Ordering::SeqCst);
+    }
+
     /// Serves `index` (an OCI image index JSON) at `GET /v2/<repo>/referrers/<subject>`.
     pub fn set_referrers(&self, repo: &str, subject: &str, index: &[u8]) {
         self.state.referrers.lock().unwrap().insert(
@@ -391,6 +409,14 @@ async fn token_handler(
     headers: HeaderMap,
 ) -> Response {
     st.token_fetches.fetch_add(1, Ordering::SeqCst);
+    let forced = st.token_status.load(Ordering::SeqCst);
+    if forced != 0 {
+        st.log
+            .lock()
+            .unwrap()
+            .push(format!("GET /token -> {forced} (forced)"));
+        return error_response(forced as u16, "UNAVAILABLE", "token service down");
+    }
     if let Some((user, pass)) = &st.opts.token_credentials {
         use base64::Engine;
         let expected = format!(
@@ -445,7 +471,17 @@ async fn registry_handler(
     headers: HeaderMap,
 ) -> Response {
     let path = uri.path().to_string();
-    let resp = route(&st, &method, &path, &headers);
+    let resp = if st.captive_portal.load(Ordering::SeqCst) {
+        Response::builder()
+            .status(200)
+            .header(header::CONTENT_TYPE, "text/html")
+            .body(Body::from(
+                "<html><body>Please log in to the guest network</body></html>",
+            ))
+            .unwrap()
+    } else {
+        route(&st, &method, &path, &headers)
+    };
     let msg = format!("{method} {path} -> {}", resp.status().as_u16());
     eprintln!("[upstream] {msg}");
     st.log.lock().unwrap().push(msg);
