@@ -595,3 +595,52 @@ async fn cosign_tag_schema_fallback_works_as_tags() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn max_concurrent_fetches_bounds_requests_to_one_registry() {
+    bounded(async {
+        let fx = Fixture::with(UpstreamOptions::default(), |mut c| {
+            c.http_registries.clear();
+            c
+        })
+        .await;
+        let yaml = format!(
+            "registries:\n  - name: \"{}\"\n    scheme: http\n    max_concurrent_fetches: 1\n",
+            fx.upstream.host()
+        );
+        std::fs::write(fx.tmp.path().join("config.yaml"), &yaml).unwrap();
+        let mut server = fx.server;
+        server.stop().await;
+        server.restart().await;
+        let image = ImageBuilder::oci()
+            .layer_sizes(&[16 * 1024, 512])
+            .seed(116)
+            .build();
+        fx.upstream.push_image(REPO, "v1", &image);
+        let layers = &image.children[0].layers;
+        let (slow, quick) = if layers[0].data.len() > layers[1].data.len() {
+            (&layers[0], &layers[1])
+        } else {
+            (&layers[1], &layers[0])
+        };
+        // 16 KiB in 1 KiB steps 100 ms apart: the single slot is taken for about 1.5 s.
+        fx.upstream
+            .set_blob_slow(&slow.digest, Some(Slow::new(1024, 100)));
+        let target = Target::in_path(&server, &fx.upstream.host(), REPO);
+        let client = fx.client.clone();
+        let slow_url = target.blob_url(&slow.digest);
+        let first = tokio::spawn(async move { get(&client, &slow_url).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = Instant::now();
+        let resp = get(&fx.client, &target.blob_url(&quick.digest)).await;
+        let waited = started.elapsed();
+        assert_eq!(resp.body, quick.data);
+        let first = first.await.unwrap();
+        assert_eq!(first.body, slow.data);
+        assert!(
+            waited > Duration::from_millis(900),
+            "the second fetch did not wait for the only slot ({waited:?})"
+        );
+    })
+    .await
+}

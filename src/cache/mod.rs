@@ -140,10 +140,7 @@ const CREDENTIAL_TTL: Duration = Duration::from_secs(60);
 impl PullThrough {
     pub fn new(config: Arc<Config>, store: Arc<Store>) -> anyhow::Result<PullThrough> {
         let upstreams = Upstreams::new(config.clone())?;
-        let any_private_registry = config
-            .registries
-            .iter()
-            .any(|r| upstreams.is_private(&r.name));
+        let any_private_registry = upstreams.any_private();
         Ok(PullThrough {
             store,
             hot: HotCache::new(config.hot_cache_bytes),

@@ -9,7 +9,7 @@ mod client;
 mod policy;
 mod rate_limit;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -154,6 +154,10 @@ pub struct Upstreams {
     public_http: reqwest::Client,
     /// Port-less in-path names → registry names.
     aliases: HashMap<String, Arc<str>>,
+    /// Registries reached with credentials (`auth:` or `passthrough`): their content is not public.
+    private: HashSet<String>,
+    /// Registries that pass the client's credentials through.
+    passthrough: HashSet<String>,
 }
 
 impl Upstreams {
@@ -182,7 +186,24 @@ impl Upstreams {
         if config.air_gapped {
             tracing::warn!("air-gapped: no upstream will be contacted; cached tags are served whatever their age");
         }
+        let with_auth = |pred: fn(&AuthConfig) -> bool| -> HashSet<String> {
+            config
+                .registries
+                .iter()
+                .filter(|r| pred(&r.auth))
+                .map(|r| r.name.clone())
+                .collect()
+        };
+        let private = with_auth(|a| {
+            matches!(
+                a,
+                AuthConfig::Basic(_) | AuthConfig::Mode(AuthMode::Passthrough)
+            )
+        });
+        let passthrough = with_auth(|a| *a == AuthConfig::Mode(AuthMode::Passthrough));
         Ok(Upstreams {
+            private,
+            passthrough,
             config,
             policy,
             configured,
@@ -202,21 +223,20 @@ impl Upstreams {
         &self.aliases
     }
 
-    /// Whether `registry` passes the client's own credentials through.
+    /// Whether `registry` passes the client's own credentials through. On every request: a set lookup, and
+    /// none at all when no registry does.
     pub fn is_passthrough(&self, registry: &str) -> bool {
-        self.config
-            .registry(registry)
-            .is_some_and(|r| r.auth == AuthConfig::Mode(AuthMode::Passthrough))
+        !self.passthrough.is_empty() && self.passthrough.contains(registry)
     }
 
     /// Whether `registry` is reached with credentials (its content is not public).
     pub fn is_private(&self, registry: &str) -> bool {
-        self.config.registry(registry).is_some_and(|r| {
-            matches!(
-                r.auth,
-                AuthConfig::Basic(_) | AuthConfig::Mode(AuthMode::Passthrough)
-            )
-        })
+        self.private.contains(registry)
+    }
+
+    /// Whether any registry is private.
+    pub fn any_private(&self) -> bool {
+        !self.private.is_empty()
     }
 
     /// The upstream for `registry` (as clients name it), if the policy allows it. Checked before any traffic.
