@@ -206,3 +206,53 @@ async fn upstream_connection_cut_midway_is_not_delivered_and_not_cached() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn corrupt_chunked_blob_without_length_is_never_delivered_whole() {
+    bounded(async {
+        let fx = Fixture::new().await;
+        let image = ImageBuilder::oci()
+            .layer_sizes(&[300 * 1024, 512])
+            .seed(27)
+            .build();
+        fx.upstream.push_image(REPO, "v1", &image);
+        let blob = image.largest_blob().clone();
+        // No Content-Length: the server cannot know which byte is the last until the stream ends.
+        fx.upstream.set_blob_chunked(&blob.digest, true);
+        fx.upstream.set_blob_corrupt(&blob.digest, true);
+        // In steps large enough that a read-along reader sends each one as it arrives, the last included.
+        fx.upstream
+            .set_blob_slow(&blob.digest, Some(Slow::new(100 * 1024, 50)));
+        let url = fx.in_path(REPO).blob_url(&blob.digest);
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let client = fx.client.clone();
+                let url = url.clone();
+                tokio::spawn(async move { get_streamed(&client, &url).await })
+            })
+            .collect();
+        for (i, reader) in readers.into_iter().enumerate() {
+            let r = reader.await.unwrap();
+            assert_not_delivered(&r, &blob, &format!("chunked corrupt blob, reader {i}"));
+        }
+        assert!(!blob_path(&fx.server.data_dir(), &blob.digest).exists());
+        // A good chunked blob is delivered whole and cached.
+        fx.upstream.set_blob_corrupt(&blob.digest, false);
+        let r = get_streamed(&fx.client, &url).await;
+        assert_eq!(r.status, 200);
+        assert!(
+            r.complete && r.body == blob.data,
+            "good chunked blob not delivered whole"
+        );
+        // The rename follows the last byte by a moment (fsync).
+        let path = blob_path(&fx.server.data_dir(), &blob.digest);
+        for _ in 0..100 {
+            if path.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(path.exists(), "good chunked blob not cached");
+    })
+    .await
+}

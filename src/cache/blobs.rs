@@ -172,6 +172,7 @@ impl PullThrough {
             digest.clone(),
             &writer,
             self.store.blobs.path(digest),
+            self.upstream_connect_timeout + self.upstream_timeout,
         ));
         entry.insert(fill.clone());
 
@@ -190,21 +191,23 @@ impl PullThrough {
             let mut guard = guard;
             let fill = guard.fill.clone();
             let digest = fill.digest.clone();
+            let index_store = store.clone();
+            let index_key = digest.to_string();
+            let index_repository = repository.clone();
+            let record = move |size: u64| {
+                index_store
+                    .index_blocking()
+                    .put_blob(&index_key, size, &index_repository, unix_now())
+                    .map_err(std::io::Error::other)
+            };
             let result = match upstream.blob(&super::pull(&target), digest.as_str()).await {
-                Ok(stream) => fill.run(stream, writer, grace, min_rate).await,
+                Ok(stream) => fill.run(stream, writer, grace, min_rate, record).await,
                 Err(err) => Err(err),
             };
             match result {
                 Ok(size) => {
                     guard.finish(None);
                     tracing::info!(%digest, size, repository, "blob cached");
-                    let key = digest.to_string();
-                    if let Err(err) = store
-                        .index(move |index| index.put_blob(&key, size, &repository, unix_now()))
-                        .await
-                    {
-                        tracing::warn!(%digest, error = %err, "blob stored but not indexed");
-                    }
                 }
                 Err(err) => {
                     tracing::warn!(%digest, repository, error = %err, "blob fill failed; nothing cached");

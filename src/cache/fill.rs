@@ -54,15 +54,23 @@ pub struct BlobFill {
     temp_path: PathBuf,
     final_path: PathBuf,
     state: watch::Sender<FillState>,
+    /// How long a reader waits for the upstream's answer before giving up on this fill.
+    start_deadline: Duration,
 }
 
 impl BlobFill {
-    pub fn new(digest: Digest, writer: &BlobWriter, final_path: PathBuf) -> BlobFill {
+    pub fn new(
+        digest: Digest,
+        writer: &BlobWriter,
+        final_path: PathBuf,
+        start_deadline: Duration,
+    ) -> BlobFill {
         BlobFill {
             digest,
             temp_path: writer.temp_path().to_path_buf(),
             final_path,
             state: watch::Sender::new(FillState::Connecting),
+            start_deadline,
         }
     }
 
@@ -74,22 +82,33 @@ impl BlobFill {
         self.state.send_replace(state);
     }
 
-    /// Waits until the upstream has answered; returns the blob size if known.
+    /// Waits until the upstream has answered (at most the fill's start deadline); returns the blob size if
+    /// known.
     pub async fn wait_started(&self) -> Result<Option<u64>, RegistryError> {
         let mut rx = self.subscribe();
-        loop {
-            match &*rx.borrow_and_update() {
-                FillState::Connecting => {}
-                FillState::Streaming { size, .. } => return Ok(*size),
-                FillState::Verified { size } => return Ok(Some(*size)),
-                FillState::Failed(err) => return Err(err.clone()),
+        let wait = async {
+            loop {
+                match &*rx.borrow_and_update() {
+                    FillState::Connecting => {}
+                    FillState::Streaming { size, .. } => return Ok(*size),
+                    FillState::Verified { size } => return Ok(Some(*size)),
+                    FillState::Failed(err) => return Err(err.clone()),
+                }
+                if rx.changed().await.is_err() {
+                    return Err(RegistryError::UpstreamUnavailable(
+                        "blob download was abandoned".into(),
+                    ));
+                }
             }
-            if rx.changed().await.is_err() {
-                return Err(RegistryError::UpstreamUnavailable(
-                    "blob download was abandoned".into(),
-                ));
-            }
-        }
+        };
+        tokio::time::timeout(self.start_deadline, wait)
+            .await
+            .unwrap_or_else(|_| {
+                Err(RegistryError::UpstreamUnavailable(format!(
+                    "the upstream did not start sending {} within {:?}",
+                    self.digest, self.start_deadline
+                )))
+            })
     }
 
     /// The failure of this fill, if it has failed already.
@@ -138,6 +157,7 @@ impl BlobFill {
         writer: BlobWriter,
         grace: Duration,
         min_rate: u64,
+        on_verified: impl FnOnce(u64) -> std::io::Result<()> + Send + 'static,
     ) -> Result<u64, RegistryError> {
         let BlobStream { size, mut body } = upstream;
         self.set_state(FillState::Streaming { size, written: 0 });
@@ -157,6 +177,10 @@ impl BlobFill {
             let verified = writer.verify(size)?;
             let size = verified.size();
             fill.set_state(FillState::Verified { size });
+            // Indexed before it becomes visible: a crash in between leaves an index record without a file
+            // (harmless: the file is what is served, and a later fill rewrites both), never a file that nothing
+            // indexes.
+            on_verified(size)?;
             verified.persist()?;
             Ok::<u64, CommitError>(size)
         });
@@ -199,9 +223,11 @@ impl BlobFill {
             }
         }
         // Closing the queue lets the writer thread verify what it has; after a network error that check fails
-        // and removes the partial file.
+        // and removes the partial file. It is awaited either way, so nothing of this fill is still writing or
+        // renaming once it has reported its outcome.
         drop(tx);
         if let Some(err) = network_error {
+            let _ = writer_task.await;
             return Err(err);
         }
         let result = writer_task
@@ -234,9 +260,11 @@ impl Reader {
             let (readable, complete_size) = match &*self.rx.borrow_and_update() {
                 FillState::Connecting => (0, None),
                 // Hold back the final byte until the blob is verified.
+                // Without a stated size the last byte is unknown until the stream ends: hold back the last
+                // byte written so far, which is the final one once the upstream is done.
                 FillState::Streaming { size, written } => match size {
                     Some(size) => ((*written).min(size.saturating_sub(1)), None),
-                    None => (*written, None),
+                    None => ((*written).saturating_sub(1), None),
                 },
                 FillState::Verified { size } => (*size, Some(*size)),
                 FillState::Failed(err) => return Err(io::Error::other(err.to_string())),

@@ -129,6 +129,7 @@ pub struct PullThrough {
     air_gapped: bool,
     any_private_registry: bool,
     upstream_timeout: Duration,
+    upstream_connect_timeout: Duration,
     fill_min_bytes_per_sec: u64,
 }
 
@@ -157,6 +158,7 @@ impl PullThrough {
             air_gapped: config.air_gapped,
             any_private_registry,
             upstream_timeout: config.upstream_timeout,
+            upstream_connect_timeout: config.upstream_connect_timeout,
             fill_min_bytes_per_sec: config.fill_min_bytes_per_sec,
             upstreams,
             fills: Arc::new(DashMap::new()),

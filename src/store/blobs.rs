@@ -178,7 +178,16 @@ impl VerifiedBlob {
         let w = &self.writer;
         w.file.sync_all()?;
         let dir = w.final_path.parent().expect("blob path has a parent");
-        fs::create_dir_all(dir)?;
+        if !dir.is_dir() {
+            // A new shard directory (and its algorithm directory) must itself be durable in its parent, or a
+            // crash could lose the directory entry and the blob with it.
+            fs::create_dir_all(dir)?;
+            for created in [Some(dir), dir.parent()].into_iter().flatten() {
+                if let Some(parent) = created.parent() {
+                    File::open(parent)?.sync_all()?;
+                }
+            }
+        }
         fs::rename(&w.temp_path, &w.final_path)?;
         File::open(dir)?.sync_all()?;
         Ok(())

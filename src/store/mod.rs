@@ -40,6 +40,11 @@ impl Store {
         })
     }
 
+    /// The index, for code that already runs on a blocking thread (a fill's writer).
+    pub fn index_blocking(&self) -> &Index {
+        &self.index
+    }
+
     /// Runs a blocking index operation off the async runtime.
     pub async fn index<T, F>(&self, op: F) -> Result<T, RegistryError>
     where

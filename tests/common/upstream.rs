@@ -89,6 +89,7 @@ struct BlobBehaviour {
     corrupt: bool,
     slow: Option<Slow>,
     truncate: bool,
+    chunked: bool,
 }
 
 struct UpstreamState {
@@ -267,6 +268,12 @@ impl TestUpstream {
     pub fn set_blob_slow(&self, digest: &str, slow: Option<Slow>) {
         let mut map = self.state.blob_behaviour.lock().unwrap();
         map.entry(digest.to_string()).or_default().slow = slow;
+    }
+
+    /// Send the blob with chunked transfer encoding, without `Content-Length`.
+    pub fn set_blob_chunked(&self, digest: &str, chunked: bool) {
+        let mut map = self.state.blob_behaviour.lock().unwrap();
+        map.entry(digest.to_string()).or_default().chunked = chunked;
     }
 
     /// Send only the first half of the blob, then cut the connection (Content-Length not reached).
@@ -697,16 +704,18 @@ fn blob(st: &UpstreamState, repo: &str, digest: &str, head: bool) -> Response {
         }
         data = Bytes::from(v);
     }
-    let builder = Response::builder()
+    let mut builder = Response::builder()
         .status(200)
         .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header(header::CONTENT_LENGTH, data.len())
         .header("Docker-Content-Digest", blob.digest.as_str())
         .header(header::ETAG, format!("\"{}\"", blob.digest));
+    if !behaviour.chunked {
+        builder = builder.header(header::CONTENT_LENGTH, data.len());
+    }
     if head {
         return builder.body(Body::empty()).unwrap();
     }
-    if behaviour.slow.is_none() && !behaviour.truncate {
+    if behaviour.slow.is_none() && !behaviour.truncate && !behaviour.chunked {
         return builder.body(Body::from(data)).unwrap();
     }
     let slow = behaviour.slow.unwrap_or(Slow {
