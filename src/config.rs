@@ -64,6 +64,11 @@ pub struct Config {
     /// How long an upstream's 404 for a tag is remembered, so unknown names cannot burn the upstream quota.
     #[serde(with = "humantime_serde")]
     pub negative_ttl: Duration,
+    /// Most open client connections; beyond it new connections wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers; also how long an idle keep-alive connection is kept.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
     /// Slowest average download a blob fill may keep up, in bytes per second: a fill of N bytes gets
     /// `upstream_timeout + N / fill_min_bytes_per_sec` in all before it is abandoned.
     pub fill_min_bytes_per_sec: u64,
@@ -298,6 +303,8 @@ impl Default for Config {
             air_gapped: false,
             negative_ttl: Duration::from_secs(30),
             fill_min_bytes_per_sec: 64 * 1024,
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -380,6 +387,14 @@ impl Config {
         anyhow::ensure!(
             self.fill_min_bytes_per_sec > 0,
             "fill_min_bytes_per_sec: must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_connections > 0,
+            "max_connections: must be at least 1"
+        );
+        anyhow::ensure!(
+            !self.header_read_timeout.is_zero(),
+            "header_read_timeout: must be longer than 0s"
         );
         Ok(())
     }

@@ -85,3 +85,102 @@ async fn a_stalled_upstream_fails_fast_and_does_not_wedge_the_digest() {
     })
     .await
 }
+
+fn raw_request(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+}
+
+/// Sends `request` on a new connection and reads the whole answer.
+async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    socket.read_to_end(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn probes_report_health_and_readiness_and_recover_without_restart() {
+    bounded(async {
+        let fx = Fixture::new().await;
+        let healthz = raw(fx.server.addr(), &raw_request("/healthz")).await;
+        assert!(healthz.starts_with("HTTP/1.1 200"), "{healthz}");
+        let ready = raw(fx.server.addr(), &raw_request("/readyz")).await;
+        assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+        assert!(ready
+            .to_ascii_lowercase()
+            .contains("x-content-type-options: nosniff"));
+        // The blob directory stops taking writes: not ready, saying why.
+        let tmp = fx.server.data_dir().join("blobs/tmp");
+        std::fs::remove_dir_all(&tmp).unwrap();
+        std::fs::write(&tmp, b"not a directory").unwrap();
+        let not_ready = raw(fx.server.addr(), &raw_request("/readyz")).await;
+        assert!(not_ready.starts_with("HTTP/1.1 503"), "{not_ready}");
+        assert!(not_ready.contains("blob directory"), "{not_ready}");
+        // Fixed: ready again, no restart.
+        std::fs::remove_file(&tmp).unwrap();
+        std::fs::create_dir(&tmp).unwrap();
+        let ready = raw(fx.server.addr(), &raw_request("/readyz")).await;
+        assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+        // Probes are not API traffic: not in the access log.
+        assert!(
+            !fx.server
+                .logs()
+                .iter()
+                .any(|l| l.contains("access") && l.contains("/readyz")),
+            "probes were access-logged"
+        );
+        // Every answer says nosniff, API errors included.
+        let error = raw(fx.server.addr(), &raw_request("/v2/x/manifests/%zz")).await;
+        assert!(
+            error
+                .to_ascii_lowercase()
+                .contains("x-content-type-options: nosniff"),
+            "{error}"
+        );
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_headers_and_idle_connections_are_closed_and_the_connection_cap_holds() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    bounded(async {
+        let fx = Fixture::with(UpstreamOptions::default(), |mut c| {
+            c.extra_yaml = "max_connections: 4\nheader_read_timeout: 1s\n".into();
+            c
+        })
+        .await;
+        let addr = fx.server.addr();
+        // A slowloris client: part of a request line, then nothing. The server closes it after the timeout.
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+        let started = Instant::now();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "a slow client was never cut off");
+        assert!(
+            started.elapsed() >= Duration::from_millis(800) && started.elapsed() < Duration::from_secs(4),
+            "cut off after {:?}",
+            started.elapsed()
+        );
+        // Four idle connections take every slot: a fifth client waits until the idle ones time out, then is
+        // served (it is not refused, and the idle ones do not hold the server for ever).
+        let mut idle = Vec::new();
+        for _ in 0..4 {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        let answer = raw(addr, &raw_request("/v2/")).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(700) && waited < Duration::from_secs(5),
+            "the fifth connection waited {waited:?} (the cap of 4 did not hold, or slots were not freed)"
+        );
+        drop(idle);
+    })
+    .await
+}

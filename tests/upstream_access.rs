@@ -497,6 +497,27 @@ async fn passthrough_serves_cached_content_only_to_accepted_credentials() {
             .to_str()
             .unwrap()
             .starts_with("Basic"));
+        // A malformed reference or digest is refused before any upstream request, credential check included.
+        for bad in ["manifests/bad%3Fq=1", "blobs/nope%3Fz=2", "referrers/x%23y"] {
+            let bad_url = format!(
+                "{}/v2/{}/{REPO}/{bad}",
+                server.base_url(),
+                fx.upstream.host()
+            );
+            let resp = fx
+                .client
+                .get(&bad_url)
+                .basic_auth("alice", Some("s3cret-pw"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 400, "{bad_url}");
+        }
+        assert!(
+            fx.upstream.request_log().is_empty(),
+            "malformed requests reached the upstream: {:?}",
+            fx.upstream.request_log()
+        );
         // The right ones pull (and fill the cache).
         let resp = as_user("alice", "s3cret-pw").send().await.unwrap();
         assert_eq!(resp.status(), 200);

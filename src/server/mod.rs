@@ -6,14 +6,14 @@ mod blobs;
 mod errors;
 mod file_body;
 mod headers;
+mod health;
+mod listener;
 mod manifests;
 mod path;
 mod range;
 mod referrers;
 mod request_id;
 
-use std::future::IntoFuture;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,14 +23,15 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, Response, Uri};
 use axum::response::IntoResponse;
 use axum::routing::any;
-use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::sync::watch;
 
 use crate::cache::{Asked, PullThrough};
 use crate::config::Config;
 use crate::credentials::Credentials;
+use crate::digest::Digest;
 use crate::error::RegistryError;
+use crate::reference::Reference;
 use crate::route::{normalize_host, Aliases, Target};
 use crate::store::{Store, ACCESS_FLUSH_INTERVAL};
 use headers::{API_VERSION, API_VERSION_VALUE};
@@ -47,17 +48,37 @@ pub struct AppState {
     pub default_registry: Arc<str>,
     pub aliases: Aliases,
     pub blob_io: BlobIo,
+    pub lifecycle: health::Lifecycle,
 }
 
 /// The API router.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let api = Router::new()
         .route("/v2", any(base))
         .route("/v2/", any(base))
         .route("/v2/{*rest}", any(api))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn(access_log::log_request))
+        .layer(axum::middleware::from_fn(access_log::log_request));
+    // Probes are not API traffic: outside the access log.
+    Router::new()
+        .route("/healthz", axum::routing::get(health::healthz))
+        .route("/readyz", axum::routing::get(health::readyz))
+        .merge(api)
+        .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)
+}
+
+/// Headers on every answer: content is never to be sniffed into another type.
+async fn security_headers(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(
+        axum::http::header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
+    response
 }
 
 fn check_read_method(method: &Method) -> Result<(), RegistryError> {
@@ -137,8 +158,11 @@ async fn handle_api(
         Ok(target)
     };
     match api_path {
+        // References and digests are validated before anything (a passthrough check included) reaches an
+        // upstream.
         ApiPath::Manifest { name, reference } => {
             let target = resolve(name)?;
+            Reference::parse(reference)?;
             state
                 .cache
                 .authorize(&target, Asked::Manifest(reference))
@@ -147,11 +171,13 @@ async fn handle_api(
         }
         ApiPath::Blob { name, digest } => {
             let target = resolve(name)?;
+            digest.parse::<Digest>()?;
             state.cache.authorize(&target, Asked::Blob(digest)).await?;
             blobs::serve(state, method, target, digest, headers).await
         }
         ApiPath::Referrers { name, digest } => {
             let target = resolve(name)?;
+            digest.parse::<Digest>()?;
             state
                 .cache
                 .authorize(&target, Asked::Manifest(digest))
@@ -193,41 +219,71 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         uid = unsafe { libc::getuid() },
         "ociregistry: pull-only, pull-through caching OCI Distribution server"
     );
+    let lifecycle = health::Lifecycle::default();
     let state = Arc::new(AppState {
         aliases: cache.upstreams().aliases().clone(),
         cache,
         default_registry: normalize_host(&config.default_registry)
             .map_err(|e| anyhow::anyhow!("default_registry: {e}"))?,
         blob_io: config.blob_io,
+        lifecycle: lifecycle.clone(),
     });
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router(state);
 
     let (stopping_tx, stopping) = watch::channel(false);
-    let flusher = tokio::spawn(flush_access_times(store.clone(), stopping.clone()));
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    let flusher = tokio::spawn(flush_access_times(store.clone(), stopping));
     // Installed before "listening on" is logged: a SIGTERM that arrives right after start-up (a supervisor
     // changing its mind, a test) must shut down gracefully, not kill the process.
     let signals = ShutdownSignals::install()?;
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let shutdown = async move {
         signals.wait().await;
-        tracing::info!("shutting down: finishing open requests");
+        // Readiness fails first; then the listener stops accepting and open requests finish.
+        lifecycle.stop();
         let _ = stopping_tx.send(true);
-    });
+    };
+    raise_open_files_limit(config.max_connections);
+    let limits = listener::ServeLimits {
+        max_connections: config.max_connections,
+        header_read_timeout: config.header_read_timeout,
+    };
     tracing::info!("listening on http://{addr}");
-    let mut grace = stopping.clone();
-    tokio::select! {
-        result = server.into_future() => result.context("serving")?,
-        _ = async {
-            let _ = grace.wait_for(|stopping| *stopping).await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => tracing::warn!("grace period over; closing remaining connections"),
-    }
+    listener::serve(listener, app, limits, shutdown, SHUTDOWN_GRACE).await;
     let _ = flusher.await;
     store.flush_access_times().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft open-files limit to the hard one (as servers usually do), and warns when even that is
+/// too low for `max_connections` plus files being served and filled.
+fn raise_open_files_limit(max_connections: usize) {
+    // SAFETY: getrlimit/setrlimit on a struct we own.
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    let wanted = (max_connections as u64)
+        .saturating_mul(2)
+        .saturating_add(256);
+    if limit.rlim_cur < wanted {
+        tracing::warn!(
+            open_files_limit = limit.rlim_cur,
+            max_connections,
+            "the open-files limit is low for max_connections (each connection may also hold a blob file open)"
+        );
+    }
 }
 
 /// Writes batched last-pulled times every few seconds until shutdown.

@@ -46,6 +46,34 @@ impl BlobStore {
         &self.root
     }
 
+    /// Creates and removes a small file in `tmp/`: whether blobs can be written at all.
+    pub fn probe_writable(&self) -> io::Result<()> {
+        let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .tmp
+            .join(format!("probe-{}-{n}.partial", std::process::id()));
+        let result = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(b"ok"));
+        let _ = fs::remove_file(&path);
+        result
+    }
+
+    /// Free bytes (for unprivileged users) on the blob directory's filesystem.
+    pub fn free_bytes(&self) -> io::Result<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let path =
+            std::ffi::CString::new(self.root.as_os_str().as_bytes()).map_err(io::Error::other)?;
+        // SAFETY: statvfs writes into the zeroed struct we own; the path is a valid C string.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
+    }
+
     /// Where the blob with `digest` lives once stored. Safe: a parsed digest is `[a-z0-9]+:[0-9a-f]+`.
     pub fn path(&self, digest: &Digest) -> PathBuf {
         let hex = digest.hex();

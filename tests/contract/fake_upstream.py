@@ -14,9 +14,14 @@ The first component of the repository name picks the behaviour, for manifests an
                 Docker-Content-Digest that does not match the bytes)       -> 502 DIGEST_INVALID
   garbage/...   200 with a body that is not a manifest   -> 502 MANIFEST_INVALID
   nosize/...    blob HEAD without Content-Length         -> 502 (the size cannot be told)
+  private/...   like good/, but only with `Authorization: Basic` PRIVATE_USER:PRIVATE_PASSWORD; else 401 with a
+                Basic challenge (run.sh lists this upstream once more as `auth: passthrough`) -> 401 UNAUTHORIZED
+Referrers (`/v2/<name>/referrers/<digest>`) of good/ and private/: GOOD_MANIFEST_DIGEST has REFERRERS (two
+referrers of different artifact types), any other subject is 404 (as from a registry without referrers API).
 anything else: 404. GET /v2/ is 200.
 """
 
+import base64
 import hashlib
 import json
 import sys
@@ -52,6 +57,32 @@ GOOD_MANIFEST = json.dumps(
     sort_keys=True,
 ).encode()
 GOOD_MANIFEST_DIGEST = "sha256:" + hashlib.sha256(GOOD_MANIFEST).hexdigest()
+PRIVATE_USER, PRIVATE_PASSWORD = "reader", "s3cret"
+PRIVATE_AUTHORIZATION = "Basic " + base64.b64encode(f"{PRIVATE_USER}:{PRIVATE_PASSWORD}".encode()).decode()
+SBOM_TYPE = "application/spdx+json"
+SIGNATURE_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+REFERRERS = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": "sha256:" + "4" * 64,
+                "size": 512,
+                "artifactType": SIGNATURE_TYPE,
+            },
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": "sha256:" + "5" * 64,
+                "size": 640,
+                "artifactType": SBOM_TYPE,
+                "annotations": {"org.opencontainers.image.created": "2026-01-01T00:00:00Z"},
+            },
+        ],
+    },
+    sort_keys=True,
+).encode()
 CHUNKED_BLOB = b"a blob the upstream sends chunked, so its size is not known before its end\n" * 4
 CHUNKED_BLOB_DIGEST = "sha256:" + hashlib.sha256(CHUNKED_BLOB).hexdigest()
 
@@ -106,6 +137,18 @@ class Handler(BaseHTTPRequestHandler):
         kind = parts[2] if len(parts) > 2 else ""
         is_blob = "/blobs/" in path
         error = [("Content-Type", "application/json")]
+        if kind == "private":
+            if self.headers.get("Authorization") != PRIVATE_AUTHORIZATION:
+                return self.answer(
+                    401,
+                    b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}',
+                    error + [("WWW-Authenticate", 'Basic realm="fake"')],
+                )
+            kind = "good"
+        if kind == "good" and "/referrers/" in path:
+            if path.rsplit("/", 1)[-1] == GOOD_MANIFEST_DIGEST:
+                return self.answer(200, REFERRERS, [("Content-Type", "application/vnd.oci.image.index.v1+json")])
+            return self.answer(404, b"404 page not found\n", [("Content-Type", "text/plain")])
         if kind in ("good", "chunked"):
             return self.well_behaved(path, is_blob, chunked=kind == "chunked")
         if kind == "denied":

@@ -10,8 +10,8 @@ clients send, so that is what the generated requests exercise.
 host (a first name component with '.' or ':' or equal to 'localhost'). Schemathesis generates such hosts at
 random, and the spec's examples name the test upstream as 127.0.0.1:5000. So that every request reaches the
 one upstream of the test (on loopback) and nothing else, a valid host in either place is replaced with
-CONTRACT_UPSTREAM before the request is sent. Malformed hosts are left alone: the server must reject them
-with 400 without contacting anything. (run.sh also points the server's HTTP(S)_PROXY at a loopback trap, so
+CONTRACT_UPSTREAM before the request is sent. Malformed hosts (also numeric tricks such as `127.1` and ports
+`0` or with leading zeros) are left alone: the server must reject them with 400 without contacting anything. (run.sh also points the server's HTTP(S)_PROXY at a loopback trap, so
 even a host this hook missed could not leave the machine: it would fail the run.)
 
 3. Docker schema 1 manifests (application/vnd.docker.distribution.manifest.v1+prettyjws) are JSON; a
@@ -30,8 +30,25 @@ UPSTREAM = os.environ["CONTRACT_UPSTREAM"]
 _LABEL = re.compile(r"[A-Za-z0-9-]+")
 
 
+def _looks_numeric(name):
+    """Every label decimal digits or 0x-hex: some address parser would read the name as a number."""
+    return all(
+        (label.isascii() and label.isdigit())
+        or (label[:2].lower() == "0x" and all(c in "0123456789abcdefABCDEF" for c in label[2:]))
+        for label in name.split(".")
+    )
+
+
+def _is_canonical_ipv4(name):
+    parts = name.split(".")
+    return len(parts) == 4 and all(
+        p.isascii() and p.isdigit() and int(p) <= 255 and str(int(p)) == p for p in parts
+    )
+
+
 def is_valid_host(host):
-    """route::normalize_host's rules: DNS labels joined by '.', at most 253 characters, optional :PORT."""
+    """route::normalize_host's rules: DNS labels joined by '.', at most 253 characters, optional :PORT (1-65535,
+    no leading zeros); a name made of numeric labels only as a canonical dotted-quad IPv4 address."""
     name, _, port = host.rpartition(":") if ":" in host else (host, "", None)
     name_ok = (
         0 < len(name) <= 253
@@ -41,8 +58,11 @@ def is_valid_host(host):
             for label in name.split(".")
         )
     )
-    port_ok = port is None or (0 < len(port) <= 5 and port.isascii() and port.isdigit() and int(port) <= 65535)
-    return name_ok and port_ok
+    numeric_ok = name_ok and (not _looks_numeric(name) or _is_canonical_ipv4(name))
+    port_ok = port is None or (
+        0 < len(port) <= 5 and port.isascii() and port.isdigit() and not port.startswith("0") and int(port) <= 65535
+    )
+    return name_ok and numeric_ok and port_ok
 
 
 def looks_like_host(component):

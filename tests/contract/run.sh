@@ -12,7 +12,8 @@
 #   4. schemathesis runs every operation of the spec against it (examples, coverage and fuzzing phases) and
 #      checks status codes, content types, response headers and bodies against the spec, no 5xx, 4xx for
 #      invalid input, 405 + Allow for undocumented methods (checks and exceptions: schemathesis.toml);
-#   5. the answers random input cannot reach (cold fills; 403, 429, 502 from a misbehaving or dead upstream:
+#   5. the answers random input cannot reach (cold fills; referrers indexes; 401 of an `auth: passthrough`
+#      registry; 403 of the upstream policy; 403, 429, 502 from a misbehaving or dead upstream:
 #      tests/contract/fake_upstream.py) are checked against the spec with the same schemathesis checks;
 #   6. known server bugs are probed separately and reported as XFAIL (CONTRACT_STRICT=1 makes them failures).
 #
@@ -258,6 +259,15 @@ registries:
     scheme: http
   - name: "$FAKE"
     scheme: http
+  # listed, so that it is an unreachable upstream rather than one the upstream policy refuses (loopback)
+  - name: "127.0.0.1:$DEADPORT"
+    scheme: http
+  # the scripted upstream once more, passing the clients' credentials through (its private/ repositories)
+  - name: passthrough.test
+    scheme: http
+    endpoints: ["http://$FAKE"]
+    auth: passthrough
+    aliases: [locked]
 EOF
   start_bg ociregistry "$TMP/logs/ociregistry.log" env \
     HTTP_PROXY="http://127.0.0.1:$TRAPPORT" HTTPS_PROXY="http://127.0.0.1:$TRAPPORT" ALL_PROXY="http://127.0.0.1:$TRAPPORT" \
@@ -378,7 +388,7 @@ critical_step "ociregistry serve starts on $OCI" step_start_ociregistry
 critical_step "both images pulled through ociregistry (cached)" step_prepull
 run_step "schemathesis: every operation conforms to schema/openapi.yaml (max $MAX_EXAMPLES examples, seed $SEED)" step_schemathesis
 count_operations
-run_step "cold fills and 403/429/502 answers (tests/contract/fake_upstream.py, a dead port) conform to the spec" step_upstream_answers
+run_step "cold fills, referrers, 401/403/429/502 answers (tests/contract/fake_upstream.py, a dead port) conform to the spec" step_upstream_answers
 run_step "no request reached the proxy trap" step_nothing_trapped
 run_step "ociregistry survived the run" step_server_healthy
 run_step "GET /v2/hello/manifests/sha256%3A... is the manifest (as for a literal ':')" probe_encoded_colon
