@@ -234,9 +234,8 @@ async fn stale_tags_survive_a_captive_portal_and_a_failing_token_endpoint() {
             .any(|l| l.contains("/token -> 503")));
         assert!(
             fx.server
-                .logs()
-                .iter()
-                .any(|l| l.contains("tag revalidation failed")),
+                .wait_for_log(|l| l.contains("tag revalidation failed"))
+                .await,
             "the failed revalidations must be logged"
         );
     })

@@ -119,9 +119,8 @@ async fn redirects_to_refused_addresses_are_not_followed() {
             );
             assert!(
                 fx.server
-                    .logs()
-                    .iter()
-                    .any(|l| l.contains("redirect") && l.contains("refused")),
+                    .wait_for_log(|l| l.contains("redirect") && l.contains("refused"))
+                    .await,
                 "the log must say why"
             );
         }
@@ -210,7 +209,7 @@ async fn endpoint_mirrors_fail_over_in_order() {
         let target = Target::ns(&server, "mirror.test", REPO);
         pull_image(&fx.client, &target, "v1", &image).await;
         assert!(
-            server.logs().iter().any(|l| l.contains("trying the next")),
+            server.wait_for_log(|l| l.contains("trying the next")).await,
             "the dead endpoint was not tried first"
         );
     })
@@ -235,7 +234,7 @@ async fn air_gapped_serves_the_cache_and_answers_misses_at_once() {
         )
         .unwrap();
         server.restart().await;
-        assert!(server.logs().iter().any(|l| l.contains("air-gapped")));
+        assert!(server.wait_for_log(|l| l.contains("air-gapped")).await);
         // Past the tag TTL: still served, nobody asked.
         tokio::time::sleep(Duration::from_millis(1200)).await;
         pull_image(&fx.client, &target.via(&server), "v1", &image).await;
@@ -384,7 +383,7 @@ async fn a_trickling_fill_is_abandoned_and_nothing_is_cached() {
             "took {:?}",
             started.elapsed()
         );
-        assert!(fx.server.logs().iter().any(|l| l.contains("slower than")));
+        assert!(fx.server.wait_for_log(|l| l.contains("slower than")).await);
         assert!(
             !blob_path(&fx.server.data_dir(), &blob.digest).exists(),
             "an abandoned fill was stored"

@@ -135,6 +135,18 @@ impl Server {
         self.logs.lock().unwrap().clone()
     }
 
+    /// Waits (at most 5 s) until a log line satisfies `pred`: lines arrive through a pipe and a reader thread,
+    /// a moment after the server wrote them.
+    pub async fn wait_for_log(&self, pred: impl Fn(&str) -> bool) -> bool {
+        for _ in 0..250 {
+            if self.logs().iter().any(|l| pred(l)) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
     /// SIGTERM, wait (at most [`SHUTDOWN_TIMEOUT`]) and assert exit code 0.
     pub async fn stop(&mut self) {
         let mut child = self.child.take().expect("server is not running");
