@@ -184,3 +184,27 @@ async fn slow_headers_and_idle_connections_are_closed_and_the_connection_cap_hol
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_does_not_wait_for_connections_that_sent_nothing() {
+    bounded(async {
+        let mut fx = Fixture::with(UpstreamOptions::default(), |mut c| {
+            c.extra_yaml = "header_read_timeout: 30s\n".into();
+            c
+        })
+        .await;
+        let _silent = tokio::net::TcpStream::connect(fx.server.addr())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        // stop() asserts a clean exit within its own 10 s bound.
+        fx.server.stop().await;
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            started.elapsed()
+        );
+    })
+    .await
+}

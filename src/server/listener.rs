@@ -59,6 +59,8 @@ pub async fn serve(
     let builder = Arc::new(builder);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
+    // Connections still waiting for their first byte are dropped at once on shutdown, not after the timeout.
+    let stopping = tokio_util::sync::CancellationToken::new();
     let mut full_logged = false;
     tokio::pin!(shutdown);
     loop {
@@ -102,14 +104,18 @@ pub async fn serve(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let first_byte_timeout = limits.header_read_timeout;
+        let stopping = stopping.clone();
         tokio::spawn(async move {
             // hyper's header timeout starts once it reads a request; the protocol sniffing before that has none.
             // A connection that sends nothing at all is closed after the same timeout.
             let mut first = [0u8; 1];
-            if !matches!(
-                tokio::time::timeout(first_byte_timeout, stream.peek(&mut first)).await,
-                Ok(Ok(1..))
-            ) {
+            let first_byte = tokio::select! {
+                peeked = tokio::time::timeout(first_byte_timeout, stream.peek(&mut first)) => {
+                    matches!(peeked, Ok(Ok(1..)))
+                }
+                _ = stopping.cancelled() => false,
+            };
+            if !first_byte {
                 tracing::debug!(%peer, "connection sent nothing; closed");
                 drop(slot);
                 return;
@@ -124,6 +130,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    stopping.cancel();
     tracing::info!("shutting down: finishing open requests");
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
