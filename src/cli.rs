@@ -22,6 +22,7 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Run the registry server.
     Serve(ServeArgs),
@@ -52,6 +53,18 @@ pub struct ServeArgs {
     /// Never contact an upstream: serve what is cached regardless of TTL; a miss is an immediate 404.
     #[arg(long)]
     pub air_gapped: bool,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates client certificates must chain to (mTLS).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// none, optional or require (default: require with --tls-client-ca, else none).
+    #[arg(long, requires = "tls_cert", value_parser = ["none", "optional", "require"])]
+    pub tls_client_auth: Option<String>,
 }
 
 impl ServeArgs {
@@ -78,6 +91,18 @@ impl ServeArgs {
         if self.air_gapped {
             config.air_gapped = true;
         }
+        if let (Some(cert_file), Some(key_file)) = (self.tls_cert, self.tls_key) {
+            config.server_tls = Some(crate::config::ServerTlsConfig {
+                cert_file,
+                key_file,
+                client_ca_file: self.tls_client_ca,
+                client_auth: self.tls_client_auth.map(|mode| match mode.as_str() {
+                    "optional" => crate::config::ClientAuthMode::Optional,
+                    "require" => crate::config::ClientAuthMode::Require,
+                    _ => crate::config::ClientAuthMode::None,
+                }),
+            });
+        }
     }
 }
 
@@ -95,6 +120,8 @@ pub fn run() -> anyhow::Result<()> {
                 None => Config::default(),
             };
             args.apply(&mut config);
+            // Flags go through the same checks as the file.
+            config.validate()?;
             crate::logging::init(&config.log_level)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -64,6 +64,9 @@ pub struct Config {
     /// How long an upstream's 404 for a tag is remembered, so unknown names cannot burn the upstream quota.
     #[serde(with = "humantime_serde")]
     pub negative_ttl: Duration,
+    /// Serve HTTPS (and optionally require client certificates) instead of plain HTTP.
+    #[serde(deserialize_with = "optional_server_tls")]
+    pub server_tls: Option<ServerTlsConfig>,
     /// Most open client connections; beyond it new connections wait in the kernel's backlog.
     pub max_connections: usize,
     /// Time a client has to send a request's headers; also how long an idle keep-alive connection is kept.
@@ -72,6 +75,51 @@ pub struct Config {
     /// Slowest average download a blob fill may keep up, in bytes per second: a fill of N bytes gets
     /// `upstream_timeout + N / fill_min_bytes_per_sec` in all before it is abandoned.
     pub fill_min_bytes_per_sec: u64,
+}
+
+/// TLS of the server itself. The files are re-read when they change, without dropping connections.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// PEM certificate chain of the server.
+    #[serde(deserialize_with = "yaml_string::path")]
+    pub cert_file: PathBuf,
+    /// PEM private key of `cert_file`.
+    #[serde(deserialize_with = "yaml_string::path")]
+    pub key_file: PathBuf,
+    /// PEM CA certificates that client certificates must chain to (mTLS).
+    #[serde(default, deserialize_with = "yaml_string::optional_path")]
+    pub client_ca_file: Option<PathBuf>,
+    /// `none`, `optional` or `require`; default `require` when `client_ca_file` is set, else `none`.
+    #[serde(default)]
+    pub client_auth: Option<ClientAuthMode>,
+}
+
+/// Whether clients must present a certificate.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuthMode {
+    None,
+    Optional,
+    Require,
+}
+
+impl ServerTlsConfig {
+    /// The client-auth mode in force.
+    pub fn client_auth(&self) -> ClientAuthMode {
+        self.client_auth
+            .unwrap_or(if self.client_ca_file.is_some() {
+                ClientAuthMode::Require
+            } else {
+                ClientAuthMode::None
+            })
+    }
+}
+
+fn optional_server_tls<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<ServerTlsConfig>, D::Error> {
+    Option::<ServerTlsConfig>::deserialize(d)
 }
 
 /// Whether upstream hosts not listed in the config may be reached.
@@ -303,6 +351,7 @@ impl Default for Config {
             air_gapped: false,
             negative_ttl: Duration::from_secs(30),
             fill_min_bytes_per_sec: 64 * 1024,
+            server_tls: None,
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(10),
         }
@@ -329,7 +378,7 @@ impl Config {
 
     /// Checks what the types alone do not. Every message starts with the offending key, like serde's own
     /// (`registries[1].name: ...`); schema/config.schema.json states the same rules.
-    fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> anyhow::Result<()> {
         ensure_path_not_empty("data_dir", &self.data_dir)?;
         for (key, path) in [("db", &self.db), ("blobs", &self.blobs)] {
             if let Some(path) = path {
@@ -388,6 +437,19 @@ impl Config {
             self.fill_min_bytes_per_sec > 0,
             "fill_min_bytes_per_sec: must be at least 1"
         );
+        if let Some(tls) = &self.server_tls {
+            ensure_path_not_empty("server_tls.cert_file", &tls.cert_file)?;
+            ensure_path_not_empty("server_tls.key_file", &tls.key_file)?;
+            anyhow::ensure!(
+                tls.client_auth() == ClientAuthMode::None || tls.client_ca_file.is_some(),
+                "server_tls.client_auth: {:?} needs server_tls.client_ca_file",
+                tls.client_auth()
+            );
+            anyhow::ensure!(
+                tls.client_auth() != ClientAuthMode::None || tls.client_ca_file.is_none(),
+                "server_tls.client_ca_file: given, but client_auth is none"
+            );
+        }
         anyhow::ensure!(
             self.max_connections > 0,
             "max_connections: must be at least 1"

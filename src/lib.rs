@@ -16,4 +16,5 @@ pub mod reference;
 pub mod route;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod upstream;

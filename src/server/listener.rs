@@ -7,6 +7,8 @@
 //!   are not bounded by it: a slow blob download continues as long as the client reads (TCP back-pressure).
 //! - HTTP/2 keep-alive pings, so dead peers are noticed.
 //!
+//! - TLS (optional): rustls, with the handshake bounded by the same timeout; see [`crate::tls`].
+//!
 //! Graceful shutdown: on the signal the loop stops accepting, open connections finish their requests.
 
 use std::net::SocketAddr;
@@ -21,6 +23,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
+
+use crate::tls::ReloadingTls;
 
 /// Limits of the HTTP server.
 #[derive(Clone, Copy, Debug)]
@@ -39,6 +43,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ServeLimits,
+    tls: Option<Arc<ReloadingTls>>,
     shutdown: impl std::future::Future<Output = ()>,
     grace: Duration,
 ) {
@@ -105,6 +110,7 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let first_byte_timeout = limits.header_read_timeout;
         let stopping = stopping.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             // hyper's header timeout starts once it reads a request; the protocol sniffing before that has none.
             // A connection that sends nothing at all is closed after the same timeout.
@@ -120,10 +126,36 @@ pub async fn serve(
                 drop(slot);
                 return;
             }
-            let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            if let Err(err) = watcher.watch(connection).await {
+            let served = match tls {
+                None => {
+                    let connection = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    watcher.watch(connection).await
+                }
+                Some(tls) => {
+                    // The handshake is bounded like a request head.
+                    match tokio::time::timeout(first_byte_timeout, tls.acceptor().accept(stream))
+                        .await
+                    {
+                        Ok(Ok(stream)) => {
+                            let connection = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .into_owned();
+                            watcher.watch(connection).await
+                        }
+                        Ok(Err(err)) => {
+                            tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(err) = served {
                 tracing::debug!(%peer, error = %err, "connection ended with an error");
             }
             drop(slot);

@@ -214,7 +214,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         default_registry = %config.default_registry,
         unlisted_upstreams = ?config.unlisted_upstreams,
         air_gapped = config.air_gapped,
-        tls = "off",
+        tls = match &config.server_tls {
+            None => "off",
+            Some(t) => match t.client_auth() {
+                crate::config::ClientAuthMode::None => "on",
+                crate::config::ClientAuthMode::Optional => "on, client certificates optional",
+                crate::config::ClientAuthMode::Require => "on, client certificates required",
+            },
+        },
         pid = std::process::id(),
         uid = unsafe { libc::getuid() },
         "ociregistry: pull-only, pull-through caching OCI Distribution server"
@@ -242,16 +249,31 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = stopping_tx.send(true);
     };
     raise_open_files_limit(config.max_connections);
+    let tls = match &config.server_tls {
+        Some(settings) => Some(crate::tls::ReloadingTls::load(settings)?),
+        None => None,
+    };
+    let _reloader = tls.as_ref().map(|t| AbortOnDrop(t.spawn_reloader()));
     let limits = listener::ServeLimits {
         max_connections: config.max_connections,
         header_read_timeout: config.header_read_timeout,
     };
-    tracing::info!("listening on http://{addr}");
-    listener::serve(listener, app, limits, shutdown, SHUTDOWN_GRACE).await;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!("listening on {scheme}://{addr}");
+    listener::serve(listener, app, limits, tls, shutdown, SHUTDOWN_GRACE).await;
     let _ = flusher.await;
     store.flush_access_times().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Raises the soft open-files limit to the hard one (as servers usually do), and warns when even that is

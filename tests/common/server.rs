@@ -338,10 +338,12 @@ fn echo_lines(
     }
 }
 
-/// Equivalent of regex `listening on http://([0-9.:]+)`.
+/// Equivalent of regex `listening on https?://([0-9.:]+)`.
 pub fn parse_listening(line: &str) -> Option<SocketAddr> {
-    const NEEDLE: &str = "listening on http://";
+    const NEEDLE: &str = "listening on http";
     let start = line.find(NEEDLE)? + NEEDLE.len();
+    let start = start + line[start..].strip_prefix("s").map_or(0, |_| 1);
+    let start = start + line[start..].strip_prefix("://").map(|_| 3)?;
     let addr: String = line[start..]
         .chars()
         .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
