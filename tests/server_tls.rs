@@ -303,3 +303,65 @@ async fn certificates_are_reloaded_without_dropping_connections() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_https_upstream_with_a_private_ca_or_skip_verify() {
+    bounded(async {
+        // Upstream chain: cache B --https--> cache A (TLS, private CA) --http--> test upstream.
+        let upstream = TestUpstream::start().await;
+        let image = ImageBuilder::oci().small().seed(120).build();
+        upstream.push_image("team/app", "v1", &image);
+        let tmp_a = tempfile::tempdir().unwrap();
+        let pki = Pki::new(tmp_a.path());
+        let mut config_a = ServerConfig::for_upstream(&upstream).default_registry(&upstream.host());
+        config_a.extra_yaml = format!(
+            "server_tls:\n  cert_file: \"{}\"\n  key_file: \"{}\"\n",
+            pki.path("server.crt"),
+            pki.path("server.key")
+        );
+        let a = Server::start(tmp_a.path(), &config_a).await;
+        let a_host = a.addr().to_string();
+        let through_b = |tls: &str| {
+            let mut config = ServerConfig::default();
+            config.extra_yaml = format!("registries:\n  - name: \"{a_host}\"\n    tls: {tls}\n");
+            config
+        };
+        // 1. Web-PKI roots only: A's certificate is not trusted; the client gets a generic 502.
+        let tmp = tempfile::tempdir().unwrap();
+        let b = Server::start(tmp.path(), &through_b("{}")).await;
+        let target = Target::in_path(&b, &a_host, "team/app");
+        let resp = get_manifest(&client(), &target.manifest_url("v1")).await;
+        assert_error(&resp, 502, "UNAVAILABLE", "untrusted upstream certificate");
+        drop(b);
+        // 2. ca_file: trusted.
+        let tmp = tempfile::tempdir().unwrap();
+        let b = Server::start(
+            tmp.path(),
+            &through_b(&format!("{{ca_file: \"{}\"}}", pki.path("ca.crt"))),
+        )
+        .await;
+        pull_image(
+            &client(),
+            &Target::in_path(&b, &a_host, "team/app"),
+            "v1",
+            &image,
+        )
+        .await;
+        drop(b);
+        // 3. insecure_skip_verify: accepted, and said loudly at start-up.
+        let tmp = tempfile::tempdir().unwrap();
+        let b = Server::start(tmp.path(), &through_b("{insecure_skip_verify: true}")).await;
+        assert!(
+            b.wait_for_log(|l| l.contains("insecure_skip_verify") && l.contains("WARN"))
+                .await
+        );
+        pull_image(
+            &client(),
+            &Target::in_path(&b, &a_host, "team/app"),
+            "v1",
+            &image,
+        )
+        .await;
+    })
+    .await
+}

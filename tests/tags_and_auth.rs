@@ -241,3 +241,37 @@ async fn stale_tags_survive_a_captive_portal_and_a_failing_token_endpoint() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_registry_without_manifest_head_is_revalidated_with_get() {
+    bounded(async {
+        let opts = UpstreamOptions {
+            no_manifest_head: true,
+            ..UpstreamOptions::default()
+        };
+        let fx = Fixture::with(opts, |c| c.tag_ttl("1s")).await;
+        let old = ImageBuilder::oci().small().seed(58).build();
+        let new = ImageBuilder::oci().small().seed(59).build();
+        fx.upstream.push_image(REPO, "v1", &new);
+        fx.upstream.push_image(REPO, "v1", &old);
+        let target = fx.in_path(REPO);
+        check_manifest(&fx.client, &target, "v1", &old.index).await;
+        fx.upstream.set_tag(REPO, "v1", &new.index.digest);
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        // A HEAD answered 405 is not "upstream down": the tag is fetched with a GET and moves.
+        let mut moved = false;
+        for _ in 0..100 {
+            let resp = get_manifest(&fx.client, &target.manifest_url("v1")).await;
+            if resp.header("docker-content-digest").as_deref() == Some(new.index.digest.as_str()) {
+                moved = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            moved,
+            "the tag never moved: HEAD 405 was taken as an outage"
+        );
+    })
+    .await
+}

@@ -48,6 +48,8 @@ pub struct UpstreamOptions {
     pub realm: Option<String>,
     /// When set, `/token` issues tokens only to requests with HTTP basic auth of this user and password.
     pub token_credentials: Option<(String, String)>,
+    /// Answer HEAD of manifests with 405, as some registries do.
+    pub no_manifest_head: bool,
 }
 
 impl Default for UpstreamOptions {
@@ -57,6 +59,7 @@ impl Default for UpstreamOptions {
             token_expires_in: 300,
             realm: None,
             token_credentials: None,
+            no_manifest_head: false,
         }
     }
 }
@@ -618,6 +621,9 @@ fn route(st: &UpstreamState, method: &Method, path: &str, headers: &HeaderMap) -
         return error_response(405, "UNSUPPORTED", "pull only");
     }
     let head = method == Method::HEAD;
+    if head && st.opts.no_manifest_head && matches!(kind, Kind::Manifest) {
+        return error_response(405, "UNSUPPORTED", "HEAD not supported here");
+    }
     match kind {
         Kind::Manifest => manifest(st, repo, reference, head),
         Kind::Blob => blob(st, repo, reference, head),
