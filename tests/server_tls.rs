@@ -146,7 +146,6 @@ fn https(server: &Server, path: &str) -> String {
 }
 
 async fn start(tmp: &Path, pki: &Pki, client_auth: Option<&str>) -> Server {
-    let mut config = ServerConfig::default();
     let mut yaml = format!(
         "server_tls:\n  cert_file: \"{}\"\n  key_file: \"{}\"\n",
         pki.path("server.crt"),
@@ -158,7 +157,10 @@ async fn start(tmp: &Path, pki: &Pki, client_auth: Option<&str>) -> Server {
             pki.path("ca.crt")
         ));
     }
-    config.extra_yaml = yaml;
+    let config = ServerConfig {
+        extra_yaml: yaml,
+        ..ServerConfig::default()
+    };
     Server::start(tmp, &config).await
 }
 
@@ -321,10 +323,9 @@ async fn an_https_upstream_with_a_private_ca_or_skip_verify() {
         );
         let a = Server::start(tmp_a.path(), &config_a).await;
         let a_host = a.addr().to_string();
-        let through_b = |tls: &str| {
-            let mut config = ServerConfig::default();
-            config.extra_yaml = format!("registries:\n  - name: \"{a_host}\"\n    tls: {tls}\n");
-            config
+        let through_b = |tls: &str| ServerConfig {
+            extra_yaml: format!("registries:\n  - name: \"{a_host}\"\n    tls: {tls}\n"),
+            ..ServerConfig::default()
         };
         // 1. Web-PKI roots only: A's certificate is not trusted; the client gets a generic 502.
         let tmp = tempfile::tempdir().unwrap();
