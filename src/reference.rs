@@ -93,6 +93,16 @@ impl Reference {
     }
 }
 
+impl Reference {
+    /// The tag or digest as written.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Reference::Tag(tag) => tag,
+            Reference::Digest(digest) => digest.as_str(),
+        }
+    }
+}
+
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

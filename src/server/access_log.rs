@@ -1,7 +1,7 @@
 //! One structured access-log line per request (target `access`): request id, method, path, query, status,
 //! bytes, latency to the response head, client address and cache hit/miss. Silence it with
 //! `RUST_LOG=info,access=off`. Every request gets an id (also sent as `X-Request-Id`) whether or not the
-//! line is written, so error messages can name it.
+//! line is written, so error messages can name it; every answer says `X-Content-Type-Options: nosniff`.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -19,8 +19,8 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub async fn log_request(request: Request, next: Next) -> Response {
     let id = request_id::next();
     if !tracing::enabled!(target: "access", tracing::Level::INFO) {
-        let mut response = request_id::scope(id.clone(), next.run(request)).await;
-        set_id(&mut response, &id);
+        let mut response = next.run(request).await;
+        set_common_headers(&mut response, id);
         return response;
     }
     let start = Instant::now();
@@ -30,8 +30,8 @@ pub async fn log_request(request: Request, next: Next) -> Response {
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    let mut response = request_id::scope(id.clone(), next.run(request)).await;
-    set_id(&mut response, &id);
+    let mut response = next.run(request).await;
+    set_common_headers(&mut response, id);
     let bytes = response
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -56,8 +56,12 @@ pub async fn log_request(request: Request, next: Next) -> Response {
     response
 }
 
-fn set_id(response: &mut Response, id: &str) {
-    if let Ok(value) = HeaderValue::from_str(id) {
-        response.headers_mut().insert(X_REQUEST_ID, value);
-    }
+/// The request id, and `nosniff`: content is never to be sniffed into another type.
+fn set_common_headers(response: &mut Response, id: u64) {
+    super::errors::with_request_id(response, id);
+    let headers = response.headers_mut();
+    headers.insert(X_REQUEST_ID, HeaderValue::from(id));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
 }
+
+const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");

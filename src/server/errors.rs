@@ -1,11 +1,12 @@
 //! How a [`RegistryError`] becomes an HTTP answer: status, OCI JSON body `{"errors":[{code, message}]}`, and
 //! the headers that go with some codes. Detail of local failures and of upstream trouble stays in the log,
-//! tagged with the request id that the client's message names.
+//! tagged with the request id that the client's message names: the error travels in the response's
+//! extensions to the access-log layer, which knows the id ([`with_request_id`]); no task-local on the hot
+//! path.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::request_id;
 use crate::error::RegistryError;
 
 /// The HTTP status that goes with an error.
@@ -32,37 +33,62 @@ pub fn status(err: &RegistryError) -> StatusCode {
 
 /// The message a client sees. Upstream trouble and local failures get a generic text naming the request id:
 /// the detail (connection refused, TLS, DNS, a token server's answer) would let a client probe the network.
-pub fn client_message(err: &RegistryError) -> String {
+pub fn client_message(err: &RegistryError, request_id: Option<u64>) -> String {
     let generic = match err {
         RegistryError::Internal(_) => "internal error",
         RegistryError::UpstreamUnavailable(_) => "upstream unavailable",
         RegistryError::TooManyRequests { .. } => "upstream is rate limiting; retry later",
         _ => return err.message().to_owned(),
     };
-    match request_id::current() {
+    match request_id {
         Some(id) => format!("{generic} (request id {id})"),
         None => generic.to_owned(),
     }
 }
 
+/// Whether the client's message hides detail that goes to the log instead.
+fn hides_detail(err: &RegistryError) -> bool {
+    matches!(
+        err,
+        RegistryError::Internal(_)
+            | RegistryError::UpstreamUnavailable(_)
+            | RegistryError::TooManyRequests { .. }
+    )
+}
+
 /// The JSON body `{"errors":[…]}`.
-pub fn body(err: &RegistryError) -> String {
-    serde_json::json!({ "errors": [{ "code": err.code(), "message": client_message(err) }] })
+pub fn body(err: &RegistryError, request_id: Option<u64>) -> String {
+    serde_json::json!({ "errors": [{ "code": err.code(), "message": client_message(err, request_id) }] })
         .to_string()
+}
+
+/// The error behind an error response, for the access-log layer.
+#[derive(Clone)]
+pub struct ErrorDetail(pub std::sync::Arc<RegistryError>);
+
+/// Completes an error answer once its request id is known: logs the detail with the id and, where the
+/// client's message is generic, names the id in the body.
+pub fn with_request_id(response: &mut Response, id: u64) {
+    let Some(ErrorDetail(err)) = response.extensions_mut().remove::<ErrorDetail>() else {
+        return;
+    };
+    let status = response.status();
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        tracing::warn!(request_id = id, code = err.code(), error = %err, "request failed");
+    }
+    if hides_detail(&err) {
+        let text = body(&err, Some(id));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+        *response.body_mut() = axum::body::Body::from(text);
+    }
 }
 
 impl IntoResponse for RegistryError {
     fn into_response(self) -> Response {
         let status = status(&self);
-        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-            tracing::warn!(
-                request_id = request_id::current().unwrap_or_default(),
-                code = self.code(),
-                error = %self,
-                "request failed"
-            );
-        }
-        let mut response = (status, body(&self)).into_response();
+        let mut response = (status, body(&self, None)).into_response();
         let headers = response.headers_mut();
         match &self {
             RegistryError::Unsupported(_) => {
@@ -91,6 +117,9 @@ impl IntoResponse for RegistryError {
             HeaderValue::from_static("registry/2.0"),
         );
         response
+            .extensions_mut()
+            .insert(ErrorDetail(std::sync::Arc::new(self)));
+        response
     }
 }
 
@@ -101,20 +130,20 @@ mod tests {
     #[test]
     fn body_is_oci_error_json_without_hidden_detail() {
         let err = RegistryError::BlobUnknown("blob unknown to registry".into());
-        let v: serde_json::Value = serde_json::from_str(&body(&err)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body(&err, None)).unwrap();
         assert_eq!(v["errors"][0]["code"], "BLOB_UNKNOWN");
         assert_eq!(status(&err), StatusCode::NOT_FOUND);
         let internal = RegistryError::internal("open", "secret path /x");
-        assert!(!body(&internal).contains("secret"));
+        assert!(!body(&internal, Some(7)).contains("secret"));
         let upstream = RegistryError::UpstreamUnavailable(
             "upstream 10.0.0.1:22 unreachable: connection refused".into(),
         );
-        let text = body(&upstream);
+        let text = body(&upstream, Some(7));
         assert!(
             !text.contains("refused") && !text.contains("10.0.0.1"),
             "{text}"
         );
-        assert!(text.contains("UNAVAILABLE"));
+        assert!(text.contains("UNAVAILABLE") && text.contains("request id 7"));
     }
 
     #[test]

@@ -35,8 +35,8 @@ pub struct ServeLimits {
 
 /// Largest request head (request line and headers) accepted; a larger one gets 431.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
-/// Most headers in a request.
-const MAX_HEADERS: usize = 100;
+// Most headers in a request: hyper's default, 100. Setting it explicitly, even to 100, moves the header
+// array to the heap (one allocation per request, about 5% of throughput according to hyper's docs).
 
 /// Serves `app` on `listener` until `shutdown` completes, then waits up to `grace` for open connections.
 pub async fn serve(
@@ -52,8 +52,7 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(MAX_HEADER_BYTES.max(8192))
-        .max_headers(MAX_HEADERS);
+        .max_buf_size(MAX_HEADER_BYTES.max(8192));
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -14,10 +14,9 @@ pub async fn serve(
     state: &AppState,
     method: &Method,
     target: Target,
-    reference: &str,
+    reference: Reference,
     request_headers: &HeaderMap,
 ) -> Result<Response<Body>, RegistryError> {
-    let reference = Reference::parse(reference)?;
     let (manifest, status) = state.cache.manifest(&target, &reference).await?;
     Ok(respond(
         &manifest,

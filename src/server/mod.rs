@@ -64,21 +64,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", axum::routing::get(health::healthz))
         .route("/readyz", axum::routing::get(health::readyz))
         .merge(api)
-        .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)
-}
-
-/// Headers on every answer: content is never to be sniffed into another type.
-async fn security_headers(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let mut response = next.run(request).await;
-    response.headers_mut().insert(
-        axum::http::header::X_CONTENT_TYPE_OPTIONS,
-        axum::http::HeaderValue::from_static("nosniff"),
-    );
-    response
 }
 
 fn check_read_method(method: &Method) -> Result<(), RegistryError> {
@@ -162,10 +148,10 @@ async fn handle_api(
         // upstream.
         ApiPath::Manifest { name, reference } => {
             let target = resolve(name)?;
-            Reference::parse(reference)?;
+            let reference = Reference::parse(reference)?;
             state
                 .cache
-                .authorize(&target, Asked::Manifest(reference))
+                .authorize(&target, Asked::Manifest(reference.as_str()))
                 .await?;
             manifests::serve(state, method, target, reference, headers).await
         }
