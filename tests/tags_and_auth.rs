@@ -64,15 +64,7 @@ async fn tag_is_revalidated_after_ttl_and_served_stale_when_upstream_is_down() {
             resp.header("docker-content-digest").as_deref(),
             Some(old.index.digest.as_str())
         );
-        let mut moved = false;
-        for _ in 0..100 {
-            let resp = get_manifest(&fx.client, &target.manifest_url("v1")).await;
-            if resp.header("docker-content-digest").as_deref() == Some(new.index.digest.as_str()) {
-                moved = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let moved = wait_for_manifest_digest(&fx.client, &target, "v1", &new.index.digest).await;
         assert!(
             moved,
             "the background revalidation never brought the new digest"
@@ -259,15 +251,7 @@ async fn a_registry_without_manifest_head_is_revalidated_with_get() {
         fx.upstream.set_tag(REPO, "v1", &new.index.digest);
         tokio::time::sleep(Duration::from_millis(1200)).await;
         // A HEAD answered 405 is not "upstream down": the tag is fetched with a GET and moves.
-        let mut moved = false;
-        for _ in 0..100 {
-            let resp = get_manifest(&fx.client, &target.manifest_url("v1")).await;
-            if resp.header("docker-content-digest").as_deref() == Some(new.index.digest.as_str()) {
-                moved = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let moved = wait_for_manifest_digest(&fx.client, &target, "v1", &new.index.digest).await;
         assert!(
             moved,
             "the tag never moved: HEAD 405 was taken as an outage"

@@ -130,6 +130,26 @@ impl PullThrough {
         }
     }
 
+    /// Writes a manifest fetched by a tag-like key (a tag, or a subject's referrers) with a record pointing the
+    /// key at it, confirmed now; `previous` keeps the key's creation time.
+    pub(super) async fn record_tagged(
+        &self,
+        target: &Target,
+        key: &str,
+        manifest: &CachedManifest,
+        info: ManifestInfo,
+        previous: Option<&TagRecord>,
+    ) -> Result<(), RegistryError> {
+        let now = unix_now();
+        let record = TagRecord {
+            digest: manifest.digest.to_string(),
+            fetched_at: now,
+            created: previous.map(|r| r.created).unwrap_or(now),
+        };
+        self.record_manifest(target, manifest, info, Some((key.into(), record)))
+            .await
+    }
+
     /// Writes a manifest (and optionally a tag) to the index.
     pub(super) async fn record_manifest(
         &self,

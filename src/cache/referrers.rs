@@ -93,13 +93,7 @@ impl PullThrough {
         fetched.content_type = Some(OCI_INDEX.to_owned());
         let digest = Digest::of(Algorithm::Sha256, &fetched.body);
         let (manifest, info) = verified_manifest(digest.clone(), &fetched)?;
-        let now = unix_now();
-        let record = TagRecord {
-            digest: digest.to_string(),
-            fetched_at: now,
-            created: previous.map(|r| r.created).unwrap_or(now),
-        };
-        self.record_manifest(target, &manifest, info, Some((key.into(), record)))
+        self.record_tagged(target, key, &manifest, info, previous)
             .await?;
         Ok(digest.to_string())
     }

@@ -199,13 +199,7 @@ impl PullThrough {
         let fetched = upstream.manifest(&pull(target), tag).await?;
         let digest = digest_for_tag(target, &fetched)?;
         let (manifest, info) = verified_manifest(digest.clone(), &fetched)?;
-        let now = unix_now();
-        let record = TagRecord {
-            digest: digest.to_string(),
-            fetched_at: now,
-            created: previous.map(|r| r.created).unwrap_or(now),
-        };
-        self.record_manifest(target, &manifest, info, Some((key.into(), record)))
+        self.record_tagged(target, key, &manifest, info, previous)
             .await?;
         self.hot
             .manifests

@@ -165,6 +165,24 @@ pub async fn check_manifest(
     resp
 }
 
+/// Polls GET of manifest `reference` (every 20 ms, at most 2 s) until it answers with `digest`: for changes made
+/// by background work (tag revalidation).
+pub async fn wait_for_manifest_digest(
+    client: &reqwest::Client,
+    target: &Target,
+    reference: &str,
+    digest: &str,
+) -> bool {
+    for _ in 0..100 {
+        let resp = get_manifest(client, &target.manifest_url(reference)).await;
+        if resp.header("docker-content-digest").as_deref() == Some(digest) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}
+
 /// GET then HEAD of blob `b`, both checked.
 pub async fn check_blob(client: &reqwest::Client, target: &Target, b: &Blob) {
     let url = target.blob_url(&b.digest);
