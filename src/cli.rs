@@ -125,6 +125,7 @@ pub fn run() -> anyhow::Result<()> {
             crate::logging::init(&config.log_level)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
+                .max_blocking_threads(config.blocking_threads)
                 .build()?;
             runtime.block_on(crate::server::serve(config))
         }

@@ -67,6 +67,10 @@ pub struct Config {
     /// Serve HTTPS (and optionally require client certificates) instead of plain HTTP.
     #[serde(deserialize_with = "optional_server_tls")]
     pub server_tls: Option<ServerTlsConfig>,
+    /// Most blob downloads writing at once (each on a thread of its own); more wait for a slot.
+    pub max_concurrent_fills: usize,
+    /// Threads of the runtime's blocking pool (index work, buffered blob reads): tokio's default, 512.
+    pub blocking_threads: usize,
     /// Most open client connections; beyond it new connections wait in the kernel's backlog.
     pub max_connections: usize,
     /// Time a client has to send a request's headers; also how long an idle keep-alive connection is kept.
@@ -352,6 +356,8 @@ impl Default for Config {
             negative_ttl: Duration::from_secs(30),
             fill_min_bytes_per_sec: 64 * 1024,
             server_tls: None,
+            max_concurrent_fills: 1024,
+            blocking_threads: 512,
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(10),
         }
@@ -450,6 +456,14 @@ impl Config {
                 "server_tls.client_ca_file: given, but client_auth is none"
             );
         }
+        anyhow::ensure!(
+            self.max_concurrent_fills > 0,
+            "max_concurrent_fills: must be at least 1"
+        );
+        anyhow::ensure!(
+            self.blocking_threads > 0,
+            "blocking_threads: must be at least 1"
+        );
         anyhow::ensure!(
             self.max_connections > 0,
             "max_connections: must be at least 1"

@@ -208,3 +208,48 @@ async fn shutdown_does_not_wait_for_connections_that_sent_nothing() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_downloads_do_not_starve_the_index() {
+    bounded(async {
+        // A tiny blocking pool, as a few hundred slow downloads would leave of the default one.
+        let fx = Fixture::with(UpstreamOptions::default(), |mut c| {
+            c.extra_yaml = "blocking_threads: 4\nupstream_timeout: 20s\n".into();
+            c
+        })
+        .await;
+        let image = ImageBuilder::oci().small().seed(130).build();
+        fx.upstream.push_image(REPO, "v1", &image);
+        // Six slow blobs (64 KiB at 1 KiB per 200 ms: about 13 s each), downloading at once.
+        let mut slow = Vec::new();
+        for seed in 0..6u64 {
+            let filler = ImageBuilder::oci()
+                .layer_sizes(&[64 * 1024, 16])
+                .seed(140 + seed)
+                .build();
+            fx.upstream
+                .push_image(REPO, &format!("filler{seed}"), &filler);
+            let blob = filler.largest_blob().clone();
+            fx.upstream
+                .set_blob_slow(&blob.digest, Some(Slow::new(1024, 200)));
+            let client = fx.client.clone();
+            let url = fx.in_path(REPO).blob_url(&blob.digest);
+            slow.push(tokio::spawn(
+                async move { get_streamed(&client, &url).await },
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        // Meanwhile a cold manifest (an index read and write) is answered at once.
+        let started = Instant::now();
+        check_manifest(&fx.client, &fx.in_path(REPO), "v1", &image.index).await;
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(3),
+            "an index operation waited {took:?} behind slow downloads"
+        );
+        for task in slow {
+            task.abort();
+        }
+    })
+    .await
+}

@@ -187,6 +187,7 @@ impl PullThrough {
         let target = target.clone();
         let grace = self.upstream_timeout;
         let min_rate = self.fill_min_bytes_per_sec;
+        let writers = self.fill_writers.clone();
         tokio::spawn(async move {
             let mut guard = guard;
             let fill = guard.fill.clone();
@@ -201,7 +202,10 @@ impl PullThrough {
                     .map_err(std::io::Error::other)
             };
             let result = match upstream.blob(&super::pull(&target), digest.as_str()).await {
-                Ok(stream) => fill.run(stream, writer, grace, min_rate, record).await,
+                Ok(stream) => {
+                    fill.run(stream, writer, &writers, grace, min_rate, record)
+                        .await
+                }
                 Err(err) => Err(err),
             };
             match result {

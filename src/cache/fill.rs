@@ -151,39 +151,43 @@ impl BlobFill {
     /// the blob was fsynced and renamed into place. The download must keep up an average of `min_rate` bytes
     /// per second after a grace of `grace` (so a blob of N bytes gets `grace + N / min_rate` in all): a
     /// trickling upstream cannot hold a fill, and every reader waiting on it, for ever.
+    #[allow(clippy::too_many_arguments)]
     pub async fn run(
         self: &Arc<Self>,
         upstream: BlobStream,
         writer: BlobWriter,
+        writers: &FillWriters,
         grace: Duration,
         min_rate: u64,
         on_verified: impl FnOnce(u64) -> std::io::Result<()> + Send + 'static,
     ) -> Result<u64, RegistryError> {
         let BlobStream { size, mut body } = upstream;
-        self.set_state(FillState::Streaming { size, written: 0 });
         let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
         let fill = self.clone();
-        let writer_task = tokio::task::spawn_blocking(move || {
-            let mut writer = writer;
-            while let Some(chunk) = rx.blocking_recv() {
-                writer.write(&chunk)?;
-                let written = writer.written();
-                fill.state.send_modify(|state| {
-                    if let FillState::Streaming { written: w, .. } = state {
-                        *w = written;
-                    }
-                });
-            }
-            let verified = writer.verify(size)?;
-            let size = verified.size();
-            fill.set_state(FillState::Verified { size });
-            // Indexed before it becomes visible: a crash in between leaves an index record without a file
-            // (harmless: the file is what is served, and a later fill rewrites both), never a file that nothing
-            // indexes.
-            on_verified(size)?;
-            verified.persist()?;
-            Ok::<u64, CommitError>(size)
-        });
+        let writer_task = writers
+            .spawn(move || {
+                let mut writer = writer;
+                while let Some(chunk) = rx.blocking_recv() {
+                    writer.write(&chunk)?;
+                    let written = writer.written();
+                    fill.state.send_modify(|state| {
+                        if let FillState::Streaming { written: w, .. } = state {
+                            *w = written;
+                        }
+                    });
+                }
+                let verified = writer.verify(size)?;
+                let size = verified.size();
+                fill.set_state(FillState::Verified { size });
+                // Indexed before it becomes visible: a crash in between leaves an index record without a file
+                // (harmless: the file is what is served, and a later fill rewrites both), never a file that nothing
+                // indexes.
+                on_verified(size)?;
+                verified.persist()?;
+                Ok::<u64, CommitError>(size)
+            })
+            .await?;
+        self.set_state(FillState::Streaming { size, written: 0 });
         let started = tokio::time::Instant::now();
         let mut received: u64 = 0;
         let mut network_error = None;
@@ -230,15 +234,54 @@ impl BlobFill {
             let _ = writer_task.await;
             return Err(err);
         }
-        let result = writer_task
-            .await
-            .map_err(|e| RegistryError::internal("blob writer", e))?;
+        let result = writer_task.await.map_err(|_| {
+            RegistryError::internal("blob writer", "the writer thread ended without a result")
+        })?;
         result.map_err(|err| match err {
             CommitError::DigestMismatch { .. } | CommitError::SizeMismatch { .. } => {
                 RegistryError::UpstreamDigestMismatch(format!("upstream sent a bad blob: {err}"))
             }
             CommitError::Io(e) => RegistryError::internal("storing blob", e),
         })
+    }
+}
+
+/// The threads fills write on: one per fill, bounded, and apart from the runtime's blocking pool, which the
+/// index uses. A download holds its writer for as long as it lasts; sharing the pool would let a few hundred
+/// slow downloads stall every index read.
+pub struct FillWriters {
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl FillWriters {
+    /// At most `max` fills write at once; more wait for a slot (and their readers with them).
+    pub fn new(max: usize) -> FillWriters {
+        FillWriters {
+            slots: Arc::new(tokio::sync::Semaphore::new(max.max(1))),
+        }
+    }
+
+    /// Runs `work` on a writer thread of its own once a slot is free; its result comes on the receiver.
+    pub async fn spawn<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<tokio::sync::oneshot::Receiver<T>, RegistryError> {
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| RegistryError::internal("blob writer slot", e))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("ociregistry-fill".into())
+            .spawn(move || {
+                let out = work();
+                drop(slot);
+                let _ = tx.send(out);
+            })
+            .map_err(|e| RegistryError::internal("blob writer thread", e))?;
+        Ok(rx)
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 pub use blobs::BlobSource;
-pub use fill::{BlobFill, FillState};
+pub use fill::{BlobFill, FillState, FillWriters};
 pub use hot::{CachedManifest, HotCache, TagEntry};
 pub use passthrough::Asked;
 pub use referrers::Referrers;
@@ -119,6 +119,7 @@ pub struct PullThrough {
     upstreams: Upstreams,
     hot: HotCache,
     fills: Arc<DashMap<FillKey, Arc<BlobFill>>>,
+    fill_writers: Arc<FillWriters>,
     tag_policy: TagPolicy,
     /// Tags an upstream recently answered 404 for (`registry/repository:tag`).
     unknown_tags: moka::sync::Cache<Box<str>, ()>,
@@ -162,6 +163,7 @@ impl PullThrough {
             fill_min_bytes_per_sec: config.fill_min_bytes_per_sec,
             upstreams,
             fills: Arc::new(DashMap::new()),
+            fill_writers: Arc::new(FillWriters::new(config.max_concurrent_fills)),
         })
     }
 
