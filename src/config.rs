@@ -67,6 +67,9 @@ pub struct Config {
     /// Serve HTTPS (and optionally require client certificates) instead of plain HTTP.
     #[serde(deserialize_with = "optional_server_tls")]
     pub server_tls: Option<ServerTlsConfig>,
+    /// Largest manifest (or referrers index) accepted from an upstream, in bytes; a larger one is refused
+    /// (502 `MANIFEST_INVALID`) and never cached.
+    pub max_manifest_bytes: usize,
     /// Most blob downloads writing at once (each on a thread of its own); more wait for a slot.
     pub max_concurrent_fills: usize,
     /// Threads of the runtime's blocking pool (index work, buffered blob reads): tokio's default, 512.
@@ -356,6 +359,7 @@ impl Default for Config {
             negative_ttl: Duration::from_secs(30),
             fill_min_bytes_per_sec: 64 * 1024,
             server_tls: None,
+            max_manifest_bytes: crate::manifest::MAX_MANIFEST_BYTES,
             max_concurrent_fills: 1024,
             blocking_threads: 512,
             max_connections: 4096,
@@ -456,6 +460,10 @@ impl Config {
                 "server_tls.client_ca_file: given, but client_auth is none"
             );
         }
+        anyhow::ensure!(
+            self.max_manifest_bytes >= 1024,
+            "max_manifest_bytes: must be at least 1024"
+        );
         anyhow::ensure!(
             self.max_concurrent_fills > 0,
             "max_concurrent_fills: must be at least 1"

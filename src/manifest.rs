@@ -18,7 +18,8 @@ pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v
 /// The `Accept` header sent upstream: every manifest kind, so that one cached copy serves every client.
 pub const ACCEPTED_MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
-/// Largest manifest accepted from an upstream (the OCI spec suggests registries accept at least 4 MiB).
+/// Default of `max_manifest_bytes`, the largest manifest accepted from an upstream (the OCI spec suggests
+/// registries accept at least 4 MiB).
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 
 /// What the cache learns from a manifest's bytes.

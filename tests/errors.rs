@@ -302,3 +302,42 @@ async fn upstream_error_statuses_are_mapped() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn manifests_over_max_manifest_bytes_are_refused_and_not_cached() {
+    bounded(async {
+        let fx = Fixture::with(UpstreamOptions::default(), |mut c| {
+            c.extra_yaml = "max_manifest_bytes: 1024\n".into();
+            c
+        })
+        .await;
+        let image = ImageBuilder::oci().small().seed(64).build();
+        assert!(
+            image.index.data.len() < 1024,
+            "the small image's index fits"
+        );
+        fx.upstream.push_image(REPO, "small", &image);
+        check_manifest(&fx.client, &fx.in_path(REPO), "small", &image.index).await;
+        // The same index padded with whitespace (still valid JSON) past the limit.
+        let mut padded = image.index.data.to_vec();
+        padded.extend(std::iter::repeat_n(b' ', 2048));
+        let big = Manifest::new(&image.index.media_type, padded);
+        fx.upstream.put_manifest(REPO, &big);
+        fx.upstream.set_tag(REPO, "big", &big.digest);
+        for _ in 0..2 {
+            let resp = get_manifest(&fx.client, &fx.in_path(REPO).manifest_url("big")).await;
+            assert_error(
+                &resp,
+                502,
+                "MANIFEST_INVALID",
+                "a manifest over max_manifest_bytes",
+            );
+        }
+        assert_eq!(
+            fx.upstream.manifest_gets(REPO, "big"),
+            2,
+            "nothing cached: asked again"
+        );
+    })
+    .await
+}

@@ -21,7 +21,7 @@ use super::rate_limit::RateLimit;
 use super::{BlobStream, FetchedManifest, ManifestHead, Pull, Upstream};
 use crate::config::Scheme;
 use crate::error::RegistryError;
-use crate::manifest::{ACCEPTED_MANIFEST_TYPES, MAX_MANIFEST_BYTES};
+use crate::manifest::ACCEPTED_MANIFEST_TYPES;
 
 /// Largest token answer read from a realm.
 const MAX_TOKEN_BYTES: usize = 64 * 1024;
@@ -59,6 +59,8 @@ pub struct RegistryClient {
     rate_limit: RateLimit,
     /// `max_concurrent_fetches`, when bounded.
     permits: Option<Arc<Semaphore>>,
+    /// Largest manifest (or referrers index) read from this upstream.
+    max_manifest_bytes: usize,
 }
 
 /// What a request needs to be built for one endpoint.
@@ -82,6 +84,7 @@ impl RegistryClient {
         timeout: Duration,
         policy: Arc<UpstreamPolicy>,
         max_concurrent_fetches: usize,
+        max_manifest_bytes: usize,
     ) -> Self {
         RegistryClient {
             name,
@@ -95,6 +98,7 @@ impl RegistryClient {
             rate_limit: RateLimit::default(),
             permits: (max_concurrent_fetches > 0)
                 .then(|| Arc::new(Semaphore::new(max_concurrent_fetches))),
+            max_manifest_bytes,
         }
     }
 
@@ -365,12 +369,12 @@ impl RegistryClient {
 
     fn too_large(&self, what: &str) -> RegistryError {
         RegistryError::UpstreamInvalid(format!(
-            "manifest {what} from {} is larger than {MAX_MANIFEST_BYTES} bytes",
-            self.name
+            "manifest {what} from {} is larger than {} bytes (max_manifest_bytes)",
+            self.name, self.max_manifest_bytes
         ))
     }
 
-    /// GETs a small JSON document (a manifest, a referrers index), reading at most [`MAX_MANIFEST_BYTES`].
+    /// GETs a small JSON document (a manifest, a referrers index), reading at most `max_manifest_bytes`.
     async fn get_document(
         &self,
         pull: &Pull<'_>,
@@ -393,13 +397,13 @@ impl RegistryClient {
         let headers = response.headers().clone();
         if response
             .content_length()
-            .is_some_and(|n| n > MAX_MANIFEST_BYTES as u64)
+            .is_some_and(|n| n > self.max_manifest_bytes as u64)
         {
             return Err(self.too_large(what));
         }
         let mut body = BytesMut::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| self.unreachable(e))? {
-            if body.len() + chunk.len() > MAX_MANIFEST_BYTES {
+            if body.len() + chunk.len() > self.max_manifest_bytes {
                 return Err(self.too_large(what));
             }
             body.extend_from_slice(&chunk);

@@ -260,6 +260,7 @@ impl Upstreams {
                 self.config.upstream_timeout,
                 self.policy.clone(),
                 0,
+                self.config.max_manifest_bytes,
             ))
         });
         Ok(client)
@@ -287,6 +288,7 @@ fn registry_client(
         config.upstream_timeout,
         policy.clone(),
         registry.max_concurrent_fetches,
+        config.max_manifest_bytes,
     ))
 }
 
