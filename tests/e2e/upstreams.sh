@@ -109,6 +109,7 @@ pick_port OCI_MAIN_PORT
 pick_port OCI_NEG_PORT
 pick_port OCI_SSRF_PORT
 pick_port OCI_PASS_PORT
+pick_port OCI_TLS_PORT
 UP_PLAIN="127.0.0.1:$P_PLAIN"
 UP_TLS="127.0.0.1:$P_TLS"
 UP_MTLS="127.0.0.1:$P_MTLS"
@@ -124,6 +125,7 @@ OCI_MAIN="127.0.0.1:$OCI_MAIN_PORT"
 OCI_NEG="127.0.0.1:$OCI_NEG_PORT"
 OCI_SSRF="127.0.0.1:$OCI_SSRF_PORT"
 OCI_PASS="127.0.0.1:$OCI_PASS_PORT"
+OCI_TLS="127.0.0.1:$OCI_TLS_PORT"    # ociregistry serving HTTPS and requiring client certificates
 USER_NAME="cacheuser"
 USER_PASS="s3cret-pass"
 CERTS="$TMP/certs"
@@ -205,6 +207,12 @@ step_certs() {
   printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature" "extendedKeyUsage=clientAuth" >client.ext
   openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out client.crt -days 2 -extfile client.ext 2>/dev/null
   openssl verify -CAfile ca.crt server.crt client.crt
+  # a client certificate from another CA, which the mTLS-serving ociregistry must refuse
+  openssl req -x509 "${ec[@]}" -keyout other-ca.key -out other-ca.crt -days 2 -subj "/CN=another CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  openssl req "${ec[@]}" -keyout stranger.key -out stranger.csr -subj "/CN=stranger" 2>/dev/null
+  openssl x509 -req -in stranger.csr -CA other-ca.crt -CAkey other-ca.key -CAcreateserial -out stranger.crt -days 2 \
+    -extfile client.ext 2>/dev/null
   # skopeo's cert dirs: ca.crt only (a *.key there is read as a client certificate); or CA + client pair
   cp ca.crt skopeo-ca/
   cp ca.crt skopeo-client/
@@ -555,7 +563,7 @@ EOF
 ctd_pull() {
   local ctd=$1 variant=$2 ref=$3
   [[ -e "$TMP/ok/$ctd" ]] || { echo "containerd $ctd is not running" >&2; return 1; }
-  ctr_ "$ctd" images pull --hosts-dir "$TMP/hosts" --plain-http --platform linux/amd64 \
+  ctr_ "$ctd" images pull --hosts-dir "${HOSTS_DIR:-$TMP/hosts}" --plain-http --platform linux/amd64 \
     --snapshotter "$SNAPSHOTTER" "$ref"
   local target
   target="$(ctr_ "$ctd" images ls | awk -v r="$ref" '$1 == r { print $3 }')"
@@ -1126,6 +1134,88 @@ step_air_miss() {
   tarpits_quiet
 }
 
+
+# ---------------------------------------------------------------------------------------------------------
+# ociregistry serving HTTPS with client certificates required (mTLS), for skopeo and containerd
+# ---------------------------------------------------------------------------------------------------------
+curl_tls() { curl -sS --max-time 20 --cacert "$CERTS/ca.crt" "$@"; }
+
+step_serve_tls_start() {
+  cat >"$TMP/tls.yaml" <<EOF
+log_level: info
+default_registry: "$UP_PLAIN"
+server_tls:
+  cert_file: $CERTS/server.crt
+  key_file: $CERTS/server.key
+  client_ca_file: $CERTS/ca.crt
+  client_auth: require
+registries:
+  - name: "$UP_PLAIN"
+    scheme: http
+    aliases: [plain]
+EOF
+  start_bg oci-tls "$TMP/logs/oci-tls.log" "$OCIREGISTRY_BIN" serve --listen "$OCI_TLS" \
+    --data-dir "$TMP/data-oci-tls" --config-file "$TMP/tls.yaml"
+  for _ in $(seq 1 100); do
+    is_running oci-tls || { echo "ociregistry (TLS) exited" >&2; return 1; }
+    if [[ "$(curl_tls --cert "$CERTS/client.crt" --key "$CERTS/client.key" -o /dev/null -w '%{http_code}' \
+      "https://$OCI_TLS/v2/" 2>/dev/null)" == "200" ]]; then
+      grep -a "listening on https://" "$TMP/logs/oci-tls.log"
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "ociregistry did not answer over TLS" >&2
+  return 1
+}
+
+step_serve_mtls_handshake() {
+  local before after
+  before="$(count 'access:' <"$TMP/logs/oci-tls.log")"
+  if curl_tls -o /dev/null "https://$OCI_TLS/v2/" 2>"$TMP/tls-none.err"; then
+    echo "a client without a certificate was served" >&2; return 1
+  fi
+  echo "no certificate: $(tail -n 1 "$TMP/tls-none.err")"
+  if curl_tls --cert "$CERTS/stranger.crt" --key "$CERTS/stranger.key" -o /dev/null "https://$OCI_TLS/v2/" \
+    2>"$TMP/tls-stranger.err"; then
+    echo "a client with another CA's certificate was served" >&2; return 1
+  fi
+  echo "another CA's certificate: $(tail -n 1 "$TMP/tls-stranger.err")"
+  after="$(count 'access:' <"$TMP/logs/oci-tls.log")"
+  expect_eq "$after" "$before" "requests that reached ociregistry from refused clients"
+  expect_eq "$(curl_tls --cert "$CERTS/client.crt" --key "$CERTS/client.key" -o /dev/null -w '%{http_code}' \
+    "https://$OCI_TLS/v2/")" 200 "GET /v2/ with the right client certificate"
+}
+
+step_serve_mtls_skopeo() {
+  local out="$TMP/pull-served-tls"
+  if sk inspect --raw --cert-dir "$CERTS/skopeo-ca" "docker://$OCI_TLS/plain/plain/app:$TAG" >/dev/null 2>"$TMP/sk-nocert.err"; then
+    echo "skopeo without a client certificate was served" >&2; return 1
+  fi
+  echo "skopeo without a client certificate: $(tail -n 1 "$TMP/sk-nocert.err")"
+  sk copy --all --preserve-digests --src-cert-dir "$CERTS/skopeo-client" \
+    "docker://$OCI_TLS/plain/plain/app:$TAG" "oci:$out:$TAG"
+  compare_layout "$TMP/layout-plain" "$out" plain
+}
+
+step_serve_mtls_ctd() {
+  mkdir -p "$TMP/hosts-tls/$UP_PLAIN"
+  cat >"$TMP/hosts-tls/$UP_PLAIN/hosts.toml" <<EOF
+server = "http://127.0.0.1:$P_DEAD"
+
+[host."https://$OCI_TLS"]
+  capabilities = ["pull", "resolve"]
+  ca = "$CERTS/ca.crt"
+  client = [["$CERTS/client.crt", "$CERTS/client.key"]]
+EOF
+  local before after
+  before="$(count '/v2/plain/app/' <"$TMP/logs/oci-tls.log")"
+  HOSTS_DIR="$TMP/hosts-tls" ctd_pull ctd1 plain "$UP_PLAIN/plain/app:$TAG"
+  after="$(count '/v2/plain/app/' <"$TMP/logs/oci-tls.log")"
+  echo "TLS ociregistry served $((after - before)) requests for plain/app to containerd"
+  [[ $((after - before)) -ge 3 ]] || { echo "containerd did not pull through the TLS mirror" >&2; return 1; }
+}
+
 # ---------------------------------------------------------------------------------------------------------
 # The suite
 # ---------------------------------------------------------------------------------------------------------
@@ -1163,6 +1253,10 @@ run_step "tag moved upstream: stale digest at once after TTL, new digest after r
 run_step "429 with Retry-After: cached tag served, uncached 429 + Retry-After, upstream backed off" step_429
 run_step "auth: passthrough: right credentials 200, wrong 401 (even cached), none 401" step_passthrough
 run_step "auth: passthrough: cached content not served by digest via other repositories/registries" step_passthrough_other_routes
+critical_step "ociregistry serving HTTPS with client certificates required starts" step_serve_tls_start
+run_step "serving mTLS: no certificate and another CA's certificate refused at the handshake, the right one served" step_serve_mtls_handshake
+run_step "serving mTLS: skopeo without a certificate refused, with --src-cert-dir pulls, same digests" step_serve_mtls_skopeo
+run_step "serving mTLS: containerd pulls via hosts.toml with ca and client certificate" step_serve_mtls_ctd
 critical_step "stop every upstream, restart ociregistry --air-gapped on the same data dir" step_stop_upstreams
 run_step "air-gapped: skopeo pulls cached images (tags past TTL), no upstream contacted" step_air_skopeo
 run_step "air-gapped: fresh containerd pulls cached images" step_air_ctd
