@@ -253,3 +253,69 @@ async fn slow_downloads_do_not_starve_the_index() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_requests_get_clear_4xx_and_write_nothing() {
+    bounded(async {
+        let fx = Fixture::new().await;
+        let addr = fx.server.addr();
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let cases: Vec<(String, &str)> = vec![
+            // traversal, literal and percent-encoded
+            (raw_request("/v2/../../etc/passwd/manifests/latest"), "HTTP/1.1 4"),
+            (raw_request("/v2/%2e%2e/%2e%2e/etc/manifests/latest"), "HTTP/1.1 400"),
+            (raw_request("/v2/a/..%2f..%2fetc/blobs/sha256:00"), "HTTP/1.1 400"),
+            // bad digests and references
+            (raw_request("/v2/team/app/blobs/sha256:xyz"), "HTTP/1.1 400"),
+            (raw_request("/v2/team/app/blobs/md5:abcd"), "HTTP/1.1 400"),
+            (raw_request("/v2/team/app/manifests/-bad-tag"), "HTTP/1.1 400"),
+            (raw_request(&format!("/v2/team/app/blobs/{digest}x")), "HTTP/1.1 400"),
+            // an unknown method
+            (
+                "QUERY /v2/team/app/manifests/v1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into(),
+                "HTTP/1.1 405",
+            ),
+            // a huge header
+            (
+                format!(
+                    "GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+                    "a".repeat(100 * 1024)
+                ),
+                "HTTP/1.1 431",
+            ),
+            // a broken Range on a blob that is not cached: answered like any miss, not a crash
+            (
+                format!(
+                    "GET /v2/{}/team/app/blobs/{digest} HTTP/1.1\r\nHost: x\r\nRange: bytes=9-1,zz\r\nConnection: close\r\n\r\n",
+                    fx.upstream.host()
+                ),
+                "HTTP/1.1 404",
+            ),
+        ];
+        for (request, expected) in &cases {
+            let answer = raw(addr, request).await;
+            let line = answer.lines().next().unwrap_or_default().to_owned();
+            assert!(
+                answer.starts_with(expected),
+                "{:?}… answered {line:?}, expected {expected}",
+                &request[..request.len().min(60)]
+            );
+        }
+        // Still serving, and nothing was written outside the blob store's own layout.
+        let image = ImageBuilder::oci().small().seed(150).build();
+        fx.upstream.push_image(REPO, "v1", &image);
+        pull_image(&fx.client, &fx.in_path(REPO), "v1", &image).await;
+        // Every stored blob hashes to its name (asserted inside), and no file lies outside the store's layout.
+        verify_blob_store(&fx.server.data_dir());
+        let data = fx.server.data_dir();
+        for path in files_under(&data) {
+            let relative = path.strip_prefix(&data).unwrap().to_string_lossy().into_owned();
+            assert!(
+                relative == "index.redb" || relative.starts_with("blobs/sha256/") || relative.starts_with("blobs/tmp/"),
+                "unexpected file {relative}"
+            );
+        }
+        assert!(!fx.tmp.path().join("etc").exists());
+    })
+    .await
+}
