@@ -53,6 +53,9 @@ pub fn inspect(body: &[u8], content_type: Option<&str>) -> Result<ManifestInfo, 
     let invalid = |why: String| {
         RegistryError::UpstreamInvalid(format!("upstream manifest is invalid: {why}"))
     };
+    // serde_json does not check fields it skips as strictly as the rest: JSON is UTF-8, so say it first
+    // (found by fuzzing: bytes that are not UTF-8 inside an unknown field were accepted).
+    std::str::from_utf8(body).map_err(|e| invalid(format!("not UTF-8: {e}")))?;
     let probe: Probe = serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
     let declared = content_type
         .map(|ct| ct.split(';').next().unwrap_or("").trim())
@@ -93,6 +96,14 @@ pub fn inspect(body: &[u8], content_type: Option<&str>) -> Result<ManifestInfo, 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn bytes_that_are_not_utf8_are_not_a_manifest() {
+        let mut body = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"x","digest":"sha256:00","size":1},"layers":[],"junk":""#.to_vec();
+        body.extend([0xff, 0xfe]);
+        body.extend(br#""}"#);
+        assert!(inspect(&body, None).is_err());
+    }
+
     use super::*;
 
     const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";

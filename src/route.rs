@@ -59,7 +59,10 @@ impl Target {
         };
         validate_repository(repository)?;
         let repository = if &*registry == DOCKER_HUB && !repository.contains('/') {
-            format!("library/{repository}")
+            // The prefix can take a name over the length limit: check the name that is used.
+            let prefixed = format!("library/{repository}");
+            validate_repository(&prefixed)?;
+            prefixed
         } else {
             repository.to_owned()
         };
@@ -102,7 +105,11 @@ pub fn normalize_host(host: &str) -> Result<Arc<str>, RegistryError> {
     // A port is written canonically (no leading zeros) and is not 0: `:00080` and `:0` are refused, so one
     // upstream has one spelling and no request can name port 0.
     let port_ok = port.is_none_or(|p| {
-        !p.is_empty() && !p.starts_with('0') && p.len() <= 5 && p.parse::<u16>().is_ok()
+        !p.is_empty()
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && !p.starts_with('0')
+            && p.len() <= 5
+            && p.parse::<u16>().is_ok()
     });
     // A host made only of digits, dots and hex is either a dotted-quad IPv4 literal in canonical form or
     // nothing: `2130706433`, `0x7f.1`, `127.1` or `0177.0.0.1` all mean 127.0.0.1 to some resolver and would
@@ -204,6 +211,8 @@ mod tests {
             "127.0.0.1:00000",
             "127.0.0.1:0",
             "127.0.0.1:05000",
+            "127.0.0.1:+0",
+            "127.0.0.1:+80",
         ] {
             assert!(resolve("x", Some(trick)).is_err(), "{trick}");
             if trick.contains(['.', ':']) {
@@ -218,6 +227,14 @@ mod tests {
         }
         assert!(resolve("x", Some("127.0.0.1:5000")).is_ok());
         assert!(resolve("x", Some("10.0.0.1")).is_ok());
+    }
+
+    #[test]
+    fn docker_hub_names_stay_within_the_length_limit_after_the_prefix() {
+        // Found by fuzzing: 250 characters are valid, `library/` + 250 are not.
+        let long = "a".repeat(250);
+        assert!(resolve(&long, None).is_err());
+        assert!(resolve(&format!("team/{}", "a".repeat(240)), None).is_ok());
     }
 
     #[test]
