@@ -65,7 +65,6 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub negative_ttl: Duration,
     /// Serve HTTPS (and optionally require client certificates) instead of plain HTTP.
-    #[serde(deserialize_with = "optional_server_tls")]
     pub server_tls: Option<ServerTlsConfig>,
     /// Largest manifest (or referrers index) accepted from an upstream, in bytes; a larger one is refused
     /// (502 `MANIFEST_INVALID`) and never cached.
@@ -121,12 +120,6 @@ impl ServerTlsConfig {
                 ClientAuthMode::None
             })
     }
-}
-
-fn optional_server_tls<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<ServerTlsConfig>, D::Error> {
-    Option::<ServerTlsConfig>::deserialize(d)
 }
 
 /// Whether upstream hosts not listed in the config may be reached.

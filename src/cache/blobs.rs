@@ -182,7 +182,7 @@ impl PullThrough {
             fill: fill.clone(),
             done: false,
         };
-        let store = self.store.clone();
+        let index_store = self.store.clone();
         let repository = target.to_string();
         let target = target.clone();
         let grace = self.upstream_timeout;
@@ -192,7 +192,6 @@ impl PullThrough {
             let mut guard = guard;
             let fill = guard.fill.clone();
             let digest = fill.digest.clone();
-            let index_store = store.clone();
             let index_key = digest.to_string();
             let index_repository = repository.clone();
             let record = move |size: u64| {

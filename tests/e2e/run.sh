@@ -69,13 +69,7 @@ mkdir -p "$PIDDIR" "$TMP/steps" "$TMP/ok" "$TMP/expect" "$TMP/logs"
 # prerequisite fails.
 # ---------------------------------------------------------------------------------------------------------
 # Snapshotters may leave mounts below the temp dir (overlayfs); never leave any behind.
-harness_cleanup_hook() {
-  if [[ -r /proc/mounts ]]; then
-    awk -v t="$TMP" 'index($2, t) == 1 { print $2 }' /proc/mounts | sort -r | while read -r m; do
-      umount -l "$m" 2>/dev/null
-    done
-  fi
-}
+harness_cleanup_hook() { unmount_below_tmp; }
 harness_traps harness_cleanup
 
 finish() {

@@ -70,13 +70,7 @@ TMP="$(mktemp -d /tmp/ociregistry-up.XXXXXX)"
 PIDDIR="$TMP/pids"
 mkdir -p "$PIDDIR" "$TMP/steps" "$TMP/ok" "$TMP/expect" "$TMP/logs" "$TMP/marks"
 
-harness_cleanup_hook() {
-  if [[ -r /proc/mounts ]]; then
-    awk -v t="$TMP" 'index($2, t) == 1 { print $2 }' /proc/mounts | sort -r | while read -r m; do
-      umount -l "$m" 2>/dev/null
-    done
-  fi
-}
+harness_cleanup_hook() { unmount_below_tmp; }
 harness_traps harness_cleanup
 
 finish() {

@@ -28,6 +28,7 @@
 #                           (started with start_bg) exited.
 #   stop_all_bg             stop everything start_bg started: SIGTERM to what still runs, up to 5 s, then SIGKILL
 #                           to every remaining process and wrapper.
+#   unmount_below_tmp       unmount whatever is mounted below $TMP (containerd snapshots), deepest first.
 #   harness_cleanup         EXIT trap: stop_all_bg, then the caller's hook `harness_cleanup_hook` if defined,
 #                           then remove $TMP (or keep it when HARNESS_KEEP=1); exits with the original status.
 #   harness_traps FUNC      install FUNC as the EXIT trap; INT and TERM exit 130 / 143 (so FUNC runs on Ctrl-C).
@@ -147,6 +148,16 @@ stop_all_bg() {
     [[ -e "$f" ]] || continue
     kill -0 "$(cat "$f")" 2>/dev/null && kill -KILL "$(cat "$f")" 2>/dev/null
   done
+  return 0
+}
+
+# Snapshotters (containerd's) may leave mounts below $TMP; unmount them, deepest first, before it is removed.
+unmount_below_tmp() {
+  if [[ -r /proc/mounts ]]; then
+    awk -v t="$TMP" 'index($2, t) == 1 { print $2 }' /proc/mounts | sort -r | while read -r m; do
+      umount -l "$m" 2>/dev/null
+    done
+  fi
   return 0
 }
 
