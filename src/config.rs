@@ -81,6 +81,25 @@ pub struct Config {
     /// Slowest average download a blob fill may keep up, in bytes per second: a fill of N bytes gets
     /// `upstream_timeout + N / fill_min_bytes_per_sec` in all before it is abandoned.
     pub fill_min_bytes_per_sec: u64,
+    /// Unix socket of the admin API that `list`, `prune`, `load`, `pin` and `invalidate` talk to; defaults to
+    /// `<data_dir>/admin.sock` (mode 0600).
+    #[serde(deserialize_with = "yaml_string::optional_path")]
+    pub admin_socket: Option<PathBuf>,
+    /// The admin API on TCP as well (e.g. for a CronJob in another pod), behind `admin_token_file`. Off by
+    /// default.
+    pub admin_listen: Option<SocketAddr>,
+    /// File holding the bearer token the TCP admin API requires.
+    #[serde(deserialize_with = "yaml_string::optional_path")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Automatic pruning: images not pulled for this long are removed every `prune_interval`. Off by default.
+    #[serde(with = "humantime_serde")]
+    pub prune_older_than: Option<Duration>,
+    /// How often automatic pruning runs.
+    #[serde(with = "humantime_serde")]
+    pub prune_interval: Duration,
+    /// Ceiling of the blob directory: least recently pulled unpinned images are evicted down to 90% of it.
+    /// An integer (bytes) or a size such as `50GiB` or `500MB`. Off by default.
+    pub max_cache_bytes: Option<bytesize::ByteSize>,
 }
 
 /// TLS of the server itself. The files are re-read when they change, without dropping connections.
@@ -357,6 +376,12 @@ impl Default for Config {
             blocking_threads: 512,
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(10),
+            admin_socket: None,
+            admin_listen: None,
+            admin_token_file: None,
+            prune_older_than: None,
+            prune_interval: Duration::from_secs(3600),
+            max_cache_bytes: None,
         }
     }
 }
@@ -473,6 +498,21 @@ impl Config {
             !self.header_read_timeout.is_zero(),
             "header_read_timeout: must be longer than 0s"
         );
+        anyhow::ensure!(
+            !self.prune_interval.is_zero(),
+            "prune_interval: must be longer than 0s"
+        );
+        anyhow::ensure!(
+            self.max_cache_bytes.is_none_or(|b| b.as_u64() > 0),
+            "max_cache_bytes: must be at least 1 byte"
+        );
+        anyhow::ensure!(
+            self.admin_listen.is_none() || self.admin_token_file.is_some(),
+            "admin_listen: needs admin_token_file (the TCP admin API is never open without a token)"
+        );
+        if let Some(path) = &self.admin_socket {
+            ensure_path_not_empty("admin_socket", path)?;
+        }
         Ok(())
     }
 
@@ -481,6 +521,13 @@ impl Config {
         self.db
             .clone()
             .unwrap_or_else(|| self.data_dir.join("index.redb"))
+    }
+
+    /// The admin API's Unix socket.
+    pub fn admin_socket_path(&self) -> PathBuf {
+        self.admin_socket
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("admin.sock"))
     }
 
     /// The blob directory.

@@ -2,8 +2,10 @@
 //!
 //! Request flow: [`server`] parses the request and resolves its upstream ([`route`]); [`cache`] answers from
 //! the hot cache and the [`store`], or fetches through [`upstream`] once, verifies and stores. [`error`] maps
-//! every failure to an OCI error body.
+//! every failure to an OCI error body. [`admin`] operates the cache (list, prune, load, pins, the disk ceiling)
+//! for the CLI, through the server's admin socket or on the index directly.
 
+pub mod admin;
 pub mod cache;
 pub mod cli;
 pub mod config;

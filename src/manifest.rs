@@ -94,6 +94,136 @@ pub fn inspect(body: &[u8], content_type: Option<&str>) -> Result<ManifestInfo, 
     })
 }
 
+/// An OS/architecture(/variant) as image indexes and `--platform` name them: `linux/amd64`, `linux/arm64/v8`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+/// GOOS values images are built for.
+const KNOWN_OS: &[&str] = &[
+    "aix",
+    "android",
+    "darwin",
+    "dragonfly",
+    "freebsd",
+    "illumos",
+    "ios",
+    "js",
+    "linux",
+    "netbsd",
+    "openbsd",
+    "plan9",
+    "solaris",
+    "wasip1",
+    "windows",
+];
+/// GOARCH values images are built for.
+const KNOWN_ARCH: &[&str] = &[
+    "386", "amd64", "arm", "arm64", "loong64", "mips", "mips64", "mips64le", "mipsle", "ppc64",
+    "ppc64le", "riscv64", "s390x", "wasm",
+];
+
+impl Platform {
+    /// Parses `os/arch[/variant]`, refusing an OS or architecture no image is built for (a typo would
+    /// otherwise silently match nothing).
+    pub fn parse(text: &str) -> Result<Platform, String> {
+        let parts: Vec<&str> = text.split('/').collect();
+        let (os, architecture, variant) = match parts.as_slice() {
+            [os, arch] => (*os, *arch, None),
+            [os, arch, variant] if !variant.is_empty() => (*os, *arch, Some(variant.to_string())),
+            _ => {
+                return Err(format!(
+                    "platform {text:?} is not os/arch or os/arch/variant (e.g. linux/amd64)"
+                ))
+            }
+        };
+        if !KNOWN_OS.contains(&os) {
+            return Err(format!(
+                "platform {text:?}: unknown OS {os:?} (known: {})",
+                KNOWN_OS.join(", ")
+            ));
+        }
+        if !KNOWN_ARCH.contains(&architecture) {
+            return Err(format!(
+                "platform {text:?}: unknown architecture {architecture:?} (known: {})",
+                KNOWN_ARCH.join(", ")
+            ));
+        }
+        Ok(Platform {
+            os: os.to_owned(),
+            architecture: architecture.to_owned(),
+            variant,
+        })
+    }
+
+    /// Whether an image of platform `image` serves a request for `self` (a request without a variant takes
+    /// any variant).
+    pub fn matches(&self, image: &Platform) -> bool {
+        self.os == image.os
+            && self.architecture == image.architecture
+            && (self.variant.is_none() || self.variant == image.variant)
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a media type is an image index (OCI or Docker manifest list).
+pub fn is_index_type(media_type: &str) -> bool {
+    is_index(media_type)
+}
+
+/// The child manifests of an index and their platforms (`None` for entries without one, e.g. attestations).
+pub fn index_children(body: &[u8]) -> Result<Vec<(String, Option<Platform>)>, RegistryError> {
+    let index = ImageIndex::from_reader(body)
+        .map_err(|e| RegistryError::UpstreamInvalid(format!("image index is invalid: {e}")))?;
+    Ok(index
+        .manifests()
+        .iter()
+        .map(|d| {
+            let platform = d.platform().as_ref().map(|p| Platform {
+                os: p.os().to_string(),
+                architecture: p.architecture().to_string(),
+                variant: p.variant().clone(),
+            });
+            (d.digest().to_string(), platform)
+        })
+        .collect())
+}
+
+/// The config blob digest of an image manifest.
+pub fn image_config_digest(body: &[u8]) -> Option<String> {
+    ImageManifest::from_reader(body)
+        .ok()
+        .map(|m| m.config().digest().to_string())
+}
+
+/// The platform an image config states.
+pub fn config_platform(config: &[u8]) -> Option<Platform> {
+    #[derive(Deserialize)]
+    struct Config {
+        os: Option<String>,
+        architecture: Option<String>,
+        variant: Option<String>,
+    }
+    let c: Config = serde_json::from_slice(config).ok()?;
+    Some(Platform {
+        os: c.os?,
+        architecture: c.architecture?,
+        variant: c.variant,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -137,6 +267,26 @@ mod tests {
                 .media_type,
             OCI_INDEX
         );
+    }
+
+    #[test]
+    fn platforms_parse_and_match() {
+        let p = Platform::parse("linux/arm64").unwrap();
+        assert!(p.matches(&Platform::parse("linux/arm64/v8").unwrap()));
+        assert!(!Platform::parse("linux/arm64/v7")
+            .unwrap()
+            .matches(&Platform::parse("linux/arm64/v8").unwrap()));
+        assert_eq!(
+            Platform::parse("linux/arm/v7").unwrap().to_string(),
+            "linux/arm/v7"
+        );
+        assert!(Platform::parse("linux").unwrap_err().contains("os/arch"));
+        assert!(Platform::parse("linux/amd46")
+            .unwrap_err()
+            .contains("unknown architecture"));
+        assert!(Platform::parse("linx/amd64")
+            .unwrap_err()
+            .contains("unknown OS"));
     }
 
     #[test]

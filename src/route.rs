@@ -80,6 +80,57 @@ impl fmt::Display for Target {
     }
 }
 
+/// An image as operators write it on the command line: `alpine`, `docker.io/library/alpine:3.20`,
+/// `registry.k8s.io/pause:3.10`, `127.0.0.2/team/app@sha256:…`. The first component is a registry host by the
+/// same rule as in request paths; the tag defaults to `latest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageRef {
+    pub target: Target,
+    pub reference: crate::reference::Reference,
+}
+
+impl ImageRef {
+    pub fn parse(
+        text: &str,
+        default_registry: &Arc<str>,
+        aliases: &Aliases,
+    ) -> Result<ImageRef, RegistryError> {
+        use crate::reference::Reference;
+        let text = text.trim();
+        let (name, reference) = match text.split_once('@') {
+            Some((name, digest)) => (name, Reference::Digest(digest.parse()?)),
+            None => match text.rsplit_once(':') {
+                // A colon after the last slash starts a tag; before it, it is a registry port.
+                Some((name, tag)) if !tag.contains('/') => (name, Reference::parse(tag)?),
+                _ => (text, Reference::Tag("latest".into())),
+            },
+        };
+        // `name:tag@digest`: the digest decides, the tag is informative only.
+        let name = match (&reference, name.rsplit_once(':')) {
+            (Reference::Digest(_), Some((n, tag))) if !tag.contains('/') => n,
+            _ => name,
+        };
+        if name.is_empty() {
+            return Err(RegistryError::NameInvalid(format!(
+                "{text:?} names no repository"
+            )));
+        }
+        Ok(ImageRef {
+            target: Target::resolve(name, None, default_registry, aliases)?,
+            reference,
+        })
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.reference {
+            crate::reference::Reference::Tag(tag) => write!(f, "{}:{tag}", self.target),
+            crate::reference::Reference::Digest(d) => write!(f, "{}@{d}", self.target),
+        }
+    }
+}
+
 /// Whether a first path component names a registry host rather than a repository component.
 fn looks_like_host(component: &str) -> bool {
     component.contains(['.', ':']) || component == "localhost"
@@ -144,6 +195,35 @@ fn is_canonical_ipv4(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn image_refs() {
+        let d: std::sync::Arc<str> = "docker.io".into();
+        let a = Aliases::new();
+        let p = |t: &str| ImageRef::parse(t, &d, &a).map(|r| r.to_string());
+        assert_eq!(p("alpine").unwrap(), "docker.io/library/alpine:latest");
+        assert_eq!(
+            p("docker.io/library/alpine:3.20").unwrap(),
+            "docker.io/library/alpine:3.20"
+        );
+        assert_eq!(
+            p("127.0.0.1:5000/team/app").unwrap(),
+            "127.0.0.1:5000/team/app:latest"
+        );
+        assert_eq!(
+            p("registry.k8s.io/pause:3.10").unwrap(),
+            "registry.k8s.io/pause:3.10"
+        );
+        let digest = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+        assert_eq!(
+            p(&format!("a/b:v1@{digest}")).unwrap(),
+            format!("docker.io/a/b@{digest}")
+        );
+        assert!(p("UPPER/case").is_err());
+        assert!(p("alpine:bad tag").is_err());
+        assert!(p("alpine@sha256:xyz").is_err());
+        assert!(p("").is_err());
+    }
+
     use super::*;
 
     fn resolve(name: &str, ns: Option<&str>) -> Result<(String, String), RegistryError> {

@@ -188,6 +188,7 @@ impl PullThrough {
         let grace = self.upstream_timeout;
         let min_rate = self.fill_min_bytes_per_sec;
         let writers = self.fill_writers.clone();
+        let stored = self.blob_stored.clone();
         tokio::spawn(async move {
             let mut guard = guard;
             let fill = guard.fill.clone();
@@ -210,6 +211,7 @@ impl PullThrough {
             match result {
                 Ok(size) => {
                     guard.finish(None);
+                    stored.notify_one();
                     tracing::info!(%digest, size, repository, "blob cached");
                 }
                 Err(err) => {

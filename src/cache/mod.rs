@@ -7,6 +7,7 @@ mod fill;
 mod hot;
 mod manifests;
 mod passthrough;
+mod prefetch;
 mod referrers;
 mod tags;
 
@@ -20,6 +21,7 @@ pub use blobs::BlobSource;
 pub use fill::{BlobFill, FillState, FillWriters};
 pub use hot::{CachedManifest, HotCache, TagEntry};
 pub use passthrough::Asked;
+pub use prefetch::PrefetchReport;
 pub use referrers::Referrers;
 
 use crate::config::Config;
@@ -132,6 +134,8 @@ pub struct PullThrough {
     upstream_timeout: Duration,
     upstream_connect_timeout: Duration,
     fill_min_bytes_per_sec: u64,
+    /// Notified whenever a blob lands in the store (the disk ceiling is checked then).
+    pub blob_stored: Arc<tokio::sync::Notify>,
 }
 
 /// How many unknown tags are remembered at most.
@@ -164,6 +168,7 @@ impl PullThrough {
             upstreams,
             fills: Arc::new(DashMap::new()),
             fill_writers: Arc::new(FillWriters::new(config.max_concurrent_fills)),
+            blob_stored: Arc::new(tokio::sync::Notify::new()),
         })
     }
 

@@ -188,6 +188,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let blobs = config.blobs_path();
     let store = Arc::new(Store::open(&db, &blobs)?);
     let cache = Arc::new(PullThrough::new(config.clone(), store.clone())?);
+    let ops = Arc::new(crate::admin::Operations::new(
+        &config,
+        store.clone(),
+        cache.clone(),
+    )?);
+    let admin_socket = config.admin_socket_path();
+    let admin_unix = crate::admin::api::bind_socket(&admin_socket)?;
+    let _socket_file = crate::admin::api::SocketFile(admin_socket.clone());
+    let admin_tcp = match (config.admin_listen, &config.admin_token_file) {
+        (Some(addr), Some(token_file)) => {
+            let token = crate::admin::api::read_token(token_file)?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding admin_listen {addr}"))?;
+            Some((listener, token))
+        }
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -208,6 +226,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 crate::config::ClientAuthMode::Require => "on, client certificates required",
             },
         },
+        admin_socket = %admin_socket.display(),
+        admin_listen = ?admin_tcp.as_ref().and_then(|(l, _)| l.local_addr().ok()),
+        max_cache_bytes = ?config.max_cache_bytes.map(|b| b.as_u64()),
+        prune_older_than = ?config.prune_older_than,
         pid = std::process::id(),
         uid = unsafe { libc::getuid() },
         "ociregistry: pull-only, pull-through caching OCI Distribution server"
@@ -225,6 +247,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let (stopping_tx, stopping) = watch::channel(false);
     let flusher = tokio::spawn(flush_access_times(store.clone(), stopping));
+    let admin_stop = tokio_util::sync::CancellationToken::new();
+    let _admin_tasks = spawn_admin(&config, ops, admin_unix, admin_tcp, admin_stop.clone());
     // Installed before "listening on" is logged: a SIGTERM that arrives right after start-up (a supervisor
     // changing its mind, a test) must shut down gracefully, not kill the process.
     let signals = ShutdownSignals::install()?;
@@ -232,6 +256,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         signals.wait().await;
         // Readiness fails first; then the listener stops accepting and open requests finish.
         lifecycle.stop();
+        admin_stop.cancel();
         let _ = stopping_tx.send(true);
     };
     raise_open_files_limit(config.max_connections);
@@ -252,6 +277,59 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("stopped");
     Ok(())
 }
+
+/// Starts the admin API (Unix socket, optional TCP), the start-up sweep of crash leftovers, and the maintenance
+/// loop (automatic pruning, the disk ceiling). All stop with `stop` (and are aborted when the guards drop).
+fn spawn_admin(
+    config: &Config,
+    ops: Arc<crate::admin::Operations>,
+    unix: tokio::net::UnixListener,
+    tcp: Option<(tokio::net::TcpListener, String)>,
+    stop: tokio_util::sync::CancellationToken,
+) -> Vec<AbortOnDrop> {
+    let mut tasks = Vec::new();
+    let router = crate::admin::api::router(ops.clone());
+    let until = stop.clone();
+    let unix_router = router.clone();
+    tasks.push(AbortOnDrop(tokio::spawn(async move {
+        let serve = axum::serve(unix, unix_router).with_graceful_shutdown(until.cancelled_owned());
+        if let Err(err) = serve.await {
+            tracing::error!(error = %err, "admin socket failed");
+        }
+    })));
+    if let Some((listener, token)) = tcp {
+        let until = stop.clone();
+        let router = crate::admin::api::with_token(router, token);
+        tasks.push(AbortOnDrop(tokio::spawn(async move {
+            let serve =
+                axum::serve(listener, router).with_graceful_shutdown(until.cancelled_owned());
+            if let Err(err) = serve.await {
+                tracing::error!(error = %err, "admin listener failed");
+            }
+        })));
+    }
+    let sweeper = ops.clone();
+    tasks.push(AbortOnDrop(tokio::spawn(async move {
+        match sweeper.sweep().await {
+            Ok(report) if report.files_removed + report.entries_dropped > 0 => {
+                tracing::info!(?report, "swept leftovers of an earlier run")
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "start-up sweep failed"),
+        }
+    })));
+    tasks.push(AbortOnDrop(tokio::spawn(crate::admin::maintain(
+        ops,
+        config.prune_older_than,
+        config.prune_interval,
+        CEILING_CHECK,
+        stop,
+    ))));
+    tasks
+}
+
+/// How often the disk ceiling is checked besides after each stored blob.
+const CEILING_CHECK: Duration = Duration::from_secs(10);
 
 /// Aborts a background task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -107,6 +107,67 @@ impl BlobStore {
     }
 }
 
+/// A file in the content-addressed directory.
+#[derive(Debug)]
+pub struct BlobFile {
+    /// `algorithm:hex`, from its path.
+    pub digest: String,
+    pub size: u64,
+    /// Seconds since its last modification (how long ago it landed).
+    pub age_secs: u64,
+}
+
+impl BlobStore {
+    /// Every blob file (`<root>/<algorithm>/<2 hex>/<hex>`); anything else in the tree is ignored.
+    pub fn files(&self) -> io::Result<Vec<BlobFile>> {
+        let mut out = Vec::new();
+        let now = std::time::SystemTime::now();
+        for algorithm in fs::read_dir(&self.root)? {
+            let algorithm = algorithm?;
+            let name = algorithm.file_name().to_string_lossy().into_owned();
+            if name == "tmp" || !algorithm.file_type()?.is_dir() {
+                continue;
+            }
+            for shard in fs::read_dir(algorithm.path())? {
+                let shard = shard?;
+                if !shard.file_type()?.is_dir() {
+                    continue;
+                }
+                for file in fs::read_dir(shard.path())? {
+                    let file = file?;
+                    let meta = file.metadata()?;
+                    if !meta.is_file() {
+                        continue;
+                    }
+                    let hex = file.file_name().to_string_lossy().into_owned();
+                    let age_secs = meta
+                        .modified()
+                        .ok()
+                        .and_then(|m| now.duration_since(m).ok())
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0);
+                    out.push(BlobFile {
+                        digest: format!("{name}:{hex}"),
+                        size: meta.len(),
+                        age_secs,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Unlinks a blob file. Readers that already opened it keep reading it (Linux keeps an unlinked file's
+    /// data until the last descriptor closes); nothing truncates it.
+    pub fn remove(&self, digest: &Digest) -> io::Result<bool> {
+        match fs::remove_file(self.path(digest)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// Why a blob could not be stored.
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {

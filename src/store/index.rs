@@ -1,44 +1,92 @@
-//! The redb index: manifests (metadata and bytes), tag mappings, blob metadata and blob→manifest references.
+//! The redb index: manifests (metadata and bytes), tag mappings, blob metadata, blob→manifest references and
+//! pins, plus the schema version of the file.
 //!
 //! Nothing here is loaded at start-up; every lookup is a read transaction on demand, so start-up time does not
 //! grow with the number of cached images. All methods block: call them from `spawn_blocking`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use redb::{
-    Database, MultimapTableDefinition, ReadableTable, ReadableTableMetadata, TableDefinition,
+    Database, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable, ReadableTable,
+    ReadableTableMetadata, TableDefinition, TableHandle,
 };
 
-use super::records::{add_unique, BlobMeta, ManifestMeta, TagRecord};
+use super::access::Access;
+use super::records::{add_unique, BlobMeta, ManifestMeta, PinRecord, TagRecord};
 
 /// digest → JSON [`ManifestMeta`].
 const MANIFEST_META: TableDefinition<&str, &[u8]> = TableDefinition::new("manifest_meta");
 /// digest → the manifest's bytes, exactly as the upstream sent them.
 const MANIFEST_BODY: TableDefinition<&str, &[u8]> = TableDefinition::new("manifest_body");
-/// `registry/repository:tag` → JSON [`TagRecord`].
+/// `registry/repository:tag` (or `registry/repository@subject#referrers`) → JSON [`TagRecord`].
 const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags");
 /// blob digest → JSON [`BlobMeta`].
 const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 /// blob or child-manifest digest → digests of the manifests that reference it.
 const REFERENCED_BY: MultimapTableDefinition<&str, &str> =
     MultimapTableDefinition::new("referenced_by");
+/// `registry/repository:tag` or `registry/repository@digest` → JSON [`PinRecord`].
+const PINS: TableDefinition<&str, &[u8]> = TableDefinition::new("pins");
+/// Facts about the file itself: `schema_version`.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// The layout of the tables above. Bump it (and add a migration, or a refusal) whenever it changes.
+pub const SCHEMA_VERSION: u64 = 1;
 
 /// redb's own page cache. Hot manifests and tags are served from the moka cache in front of the index, so
 /// redb needs little; its default (1 GiB) would let resident memory grow with the index size.
 const INDEX_CACHE_BYTES: usize = 4 * 1024 * 1024;
 
-/// Errors from the index, as text: callers map them to an internal registry error.
-pub type IndexResult<T> = Result<T, String>;
-
-fn err(context: &'static str) -> impl Fn(&dyn std::fmt::Display) -> String {
-    move |e| format!("index {context}: {e}")
+/// What went wrong in the index, typed so that callers can tell a held lock or a foreign file from an I/O
+/// failure.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// Another process (a running server) has the file open.
+    #[error("the index {0} is in use by another process")]
+    Locked(String),
+    /// The file was written by another schema or file-format version; it was not modified.
+    #[error("{0}")]
+    Incompatible(String),
+    #[error("index: {0}")]
+    Storage(#[source] redb::Error),
+    #[error("index: undecodable record: {0}")]
+    Decode(#[from] serde_json::Error),
+    #[error("index: {0}")]
+    Io(#[from] std::io::Error),
 }
 
-macro_rules! try_index {
-    ($expr:expr, $ctx:literal) => {
-        $expr.map_err(|e| err($ctx)(&e))?
-    };
+impl IndexError {
+    /// Whether redb has given up on the file after an I/O error (every later operation fails until reopened).
+    pub fn is_failed_state(&self) -> bool {
+        matches!(
+            self,
+            IndexError::Storage(redb::Error::PreviousIo | redb::Error::Io(_))
+        )
+    }
 }
+
+macro_rules! storage_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for IndexError {
+            fn from(e: $t) -> IndexError {
+                IndexError::Storage(e.into())
+            }
+        }
+    )*};
+}
+storage_errors!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+/// Results of index operations.
+pub type IndexResult<T> = Result<T, IndexError>;
 
 /// A manifest as stored: metadata and bytes.
 pub struct StoredManifest {
@@ -66,46 +114,155 @@ pub struct IndexCounts {
     pub blobs: u64,
 }
 
+/// Every record but manifest bodies, read in one transaction: what `list`, `prune` and eviction plan from.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub manifests: BTreeMap<String, ManifestMeta>,
+    pub tags: BTreeMap<String, TagRecord>,
+    pub blobs: BTreeMap<String, BlobMeta>,
+    pub pins: BTreeMap<String, PinRecord>,
+}
+
+/// What a removal may delete. Each manifest and blob is removed only if it was not pulled after
+/// `planned_at` (a pull racing the plan keeps its image); tags go with their manifest.
+#[derive(Debug, Default)]
+pub struct Removal {
+    pub manifests: BTreeSet<String>,
+    pub blobs: BTreeSet<String>,
+    /// Tag keys to remove whatever they point at (invalidation).
+    pub tags: BTreeSet<String>,
+    pub planned_at: u64,
+}
+
+/// What a removal did delete.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// Digest and the repositories it was cached for.
+    pub manifests: Vec<(String, Vec<String>)>,
+    pub tags: Vec<String>,
+    /// Digest and size.
+    pub blobs: Vec<(String, u64)>,
+}
+
+fn open_error(path: &Path, e: redb::DatabaseError) -> IndexError {
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => IndexError::Locked(path.display().to_string()),
+        redb::DatabaseError::UpgradeRequired(format) => IndexError::Incompatible(format!(
+            "the index {} is in redb file format {format}, written by an older ociregistry (before 0.2, \
+             which moved to redb 4); this build cannot read it and left it untouched. Move it away (the blob \
+             directory can stay) and start again",
+            path.display()
+        )),
+        other => other.into(),
+    }
+}
+
+/// The schema version recorded in a database, and whether it has any table at all.
+fn recorded_schema(db: &impl ReadableDatabase) -> IndexResult<(Option<u64>, bool)> {
+    let txn = db.begin_read()?;
+    let tables: Vec<String> = txn.list_tables()?.map(|t| t.name().to_owned()).collect();
+    let recorded = if tables.iter().any(|t| t == META.name()) {
+        txn.open_table(META)?
+            .get("schema_version")?
+            .map(|v| v.value())
+    } else {
+        None
+    };
+    Ok((recorded, !tables.is_empty()))
+}
+
+/// Whether a file with this schema may be used: `Ok(true)` when it is new and needs its tables.
+fn verdict(path: &Path, recorded: Option<u64>, has_tables: bool) -> IndexResult<bool> {
+    let version = env!("CARGO_PKG_VERSION");
+    match recorded {
+        Some(SCHEMA_VERSION) => Ok(false),
+        Some(newer) if newer > SCHEMA_VERSION => Err(IndexError::Incompatible(format!(
+            "the index {} has schema version {newer}, written by a newer ociregistry; this build ({version}) \
+             understands version {SCHEMA_VERSION} and left the file untouched. Run the newer version, or move \
+             the file away to start an empty cache",
+            path.display()
+        ))),
+        Some(older) => Err(IndexError::Incompatible(format!(
+            "the index {} has schema version {older}, which this build ({version}, schema {SCHEMA_VERSION}) \
+             does not migrate; the file was left untouched. Move it away to start an empty cache",
+            path.display()
+        ))),
+        None if has_tables => Err(IndexError::Incompatible(format!(
+            "the index {} has tables but no schema version (written before versions were recorded); the file \
+             was left untouched. Move it away to start an empty cache",
+            path.display()
+        ))),
+        None => Ok(true),
+    }
+}
+
 /// The redb database.
 pub struct Index {
     db: Database,
 }
 
 impl Index {
-    /// Opens (or creates) the index file and its tables.
+    /// Opens (or creates) the index file. A file written by another schema version, or by a redb file format
+    /// this build does not read, is refused with a message saying so, and left untouched: it is checked
+    /// through a read-only open first (a read-write open already writes to the file's header).
     pub fn open(path: &Path) -> IndexResult<Index> {
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| err("create dir")(&e))?;
+            std::fs::create_dir_all(parent)?;
         }
-        let db = try_index!(
-            Database::builder()
-                .set_cache_size(INDEX_CACHE_BYTES)
-                .create(path),
-            "open"
-        );
-        let txn = try_index!(db.begin_write(), "begin");
+        let exists = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
+        if exists {
+            match Database::builder().open_read_only(path) {
+                Ok(db) => {
+                    let (recorded, has_tables) = recorded_schema(&db)?;
+                    drop(db);
+                    verdict(path, recorded, has_tables)?;
+                }
+                Err(
+                    e @ (redb::DatabaseError::DatabaseAlreadyOpen
+                    | redb::DatabaseError::UpgradeRequired(_)),
+                ) => return Err(open_error(path, e)),
+                // A file that needs recovery after a crash: the read-write open below repairs it.
+                Err(_) => {}
+            }
+        }
+        let db = Database::builder()
+            .set_cache_size(INDEX_CACHE_BYTES)
+            .create(path)
+            .map_err(|e| open_error(path, e))?;
+        let index = Index { db };
+        let (recorded, has_tables) = recorded_schema(&index.db)?;
+        if verdict(path, recorded, has_tables)? {
+            index.create_tables()?;
+        }
+        Ok(index)
+    }
+
+    fn create_tables(&self) -> IndexResult<()> {
+        let txn = self.db.begin_write()?;
         {
-            try_index!(txn.open_table(MANIFEST_META), "open table");
-            try_index!(txn.open_table(MANIFEST_BODY), "open table");
-            try_index!(txn.open_table(TAGS), "open table");
-            try_index!(txn.open_table(BLOBS), "open table");
-            try_index!(txn.open_multimap_table(REFERENCED_BY), "open table");
+            txn.open_table(MANIFEST_META)?;
+            txn.open_table(MANIFEST_BODY)?;
+            txn.open_table(TAGS)?;
+            txn.open_table(BLOBS)?;
+            txn.open_table(PINS)?;
+            txn.open_multimap_table(REFERENCED_BY)?;
+            txn.open_table(META)?
+                .insert("schema_version", SCHEMA_VERSION)?;
         }
-        try_index!(txn.commit(), "commit");
-        Ok(Index { db })
+        txn.commit()?;
+        Ok(())
     }
 
     /// A manifest by digest.
     pub fn manifest(&self, digest: &str) -> IndexResult<Option<StoredManifest>> {
-        let txn = try_index!(self.db.begin_read(), "begin read");
-        let metas = try_index!(txn.open_table(MANIFEST_META), "open manifests");
-        let Some(meta) = try_index!(metas.get(digest), "read manifest") else {
+        let txn = self.db.begin_read()?;
+        let metas = txn.open_table(MANIFEST_META)?;
+        let Some(meta) = metas.get(digest)? else {
             return Ok(None);
         };
-        let meta: ManifestMeta =
-            try_index!(serde_json::from_slice(meta.value()), "decode manifest");
-        let bodies = try_index!(txn.open_table(MANIFEST_BODY), "open bodies");
-        let Some(body) = try_index!(bodies.get(digest), "read body") else {
+        let meta: ManifestMeta = serde_json::from_slice(meta.value())?;
+        let bodies = txn.open_table(MANIFEST_BODY)?;
+        let Some(body) = bodies.get(digest)? else {
             return Ok(None);
         };
         Ok(Some(StoredManifest {
@@ -116,37 +273,31 @@ impl Index {
 
     /// A tag mapping by `registry/repository:tag`.
     pub fn tag(&self, key: &str) -> IndexResult<Option<TagRecord>> {
-        let txn = try_index!(self.db.begin_read(), "begin read");
-        let tags = try_index!(txn.open_table(TAGS), "open tags");
-        match try_index!(tags.get(key), "read tag") {
-            Some(v) => Ok(Some(try_index!(
-                serde_json::from_slice(v.value()),
-                "decode tag"
-            ))),
+        let txn = self.db.begin_read()?;
+        let tags = txn.open_table(TAGS)?;
+        match tags.get(key)? {
+            Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
             None => Ok(None),
         }
     }
 
     /// Blob metadata by digest.
     pub fn blob(&self, digest: &str) -> IndexResult<Option<BlobMeta>> {
-        let txn = try_index!(self.db.begin_read(), "begin read");
-        let blobs = try_index!(txn.open_table(BLOBS), "open blobs");
-        match try_index!(blobs.get(digest), "read blob") {
-            Some(v) => Ok(Some(try_index!(
-                serde_json::from_slice(v.value()),
-                "decode blob"
-            ))),
+        let txn = self.db.begin_read()?;
+        let blobs = txn.open_table(BLOBS)?;
+        match blobs.get(digest)? {
+            Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
             None => Ok(None),
         }
     }
 
     /// Digests of the manifests that reference `digest`.
     pub fn referenced_by(&self, digest: &str) -> IndexResult<Vec<String>> {
-        let txn = try_index!(self.db.begin_read(), "begin read");
-        let refs = try_index!(txn.open_multimap_table(REFERENCED_BY), "open refs");
+        let txn = self.db.begin_read()?;
+        let refs = txn.open_multimap_table(REFERENCED_BY)?;
         let mut out = Vec::new();
-        for v in try_index!(refs.get(digest), "read refs") {
-            out.push(try_index!(v, "read ref").value().to_owned());
+        for v in refs.get(digest)? {
+            out.push(v?.value().to_owned());
         }
         Ok(out)
     }
@@ -154,10 +305,10 @@ impl Index {
     /// Stores a manifest (merging its repository into an existing record), its references and its tag, in one
     /// transaction: a crash leaves either all of it or none.
     pub fn put_manifest(&self, w: ManifestWrite<'_>) -> IndexResult<()> {
-        let txn = try_index!(self.db.begin_write(), "begin write");
+        let txn = self.db.begin_write()?;
         {
-            let mut metas = try_index!(txn.open_table(MANIFEST_META), "open manifests");
-            let existing: Option<ManifestMeta> = match try_index!(metas.get(w.digest), "read") {
+            let mut metas = txn.open_table(MANIFEST_META)?;
+            let existing: Option<ManifestMeta> = match metas.get(w.digest)? {
                 Some(v) => serde_json::from_slice(v.value()).ok(),
                 None => None,
             };
@@ -174,44 +325,45 @@ impl Index {
                     last_pulled: w.now,
                     repositories: vec![w.repository.to_owned()],
                     references: w.references.to_vec(),
+                    pull_count: 0,
                 },
             };
-            let encoded = serde_json::to_vec(&meta).map_err(|e| err("encode")(&e))?;
-            try_index!(metas.insert(w.digest, encoded.as_slice()), "write manifest");
-            let mut bodies = try_index!(txn.open_table(MANIFEST_BODY), "open bodies");
-            try_index!(bodies.insert(w.digest, w.body), "write body");
-            let mut refs = try_index!(txn.open_multimap_table(REFERENCED_BY), "open refs");
+            let encoded = serde_json::to_vec(&meta)?;
+            metas.insert(w.digest, encoded.as_slice())?;
+            let mut bodies = txn.open_table(MANIFEST_BODY)?;
+            bodies.insert(w.digest, w.body)?;
+            let mut refs = txn.open_multimap_table(REFERENCED_BY)?;
             for referenced in w.references {
-                try_index!(refs.insert(referenced.as_str(), w.digest), "write ref");
+                refs.insert(referenced.as_str(), w.digest)?;
             }
             if let Some((key, record)) = &w.tag {
-                let mut tags = try_index!(txn.open_table(TAGS), "open tags");
-                let encoded = serde_json::to_vec(record).map_err(|e| err("encode")(&e))?;
-                try_index!(tags.insert(*key, encoded.as_slice()), "write tag");
+                let mut tags = txn.open_table(TAGS)?;
+                let encoded = serde_json::to_vec(record)?;
+                tags.insert(*key, encoded.as_slice())?;
             }
         }
-        try_index!(txn.commit(), "commit");
+        txn.commit()?;
         Ok(())
     }
 
     /// Stores or refreshes a tag mapping.
     pub fn put_tag(&self, key: &str, record: &TagRecord) -> IndexResult<()> {
-        let txn = try_index!(self.db.begin_write(), "begin write");
+        let txn = self.db.begin_write()?;
         {
-            let mut tags = try_index!(txn.open_table(TAGS), "open tags");
-            let encoded = serde_json::to_vec(record).map_err(|e| err("encode")(&e))?;
-            try_index!(tags.insert(key, encoded.as_slice()), "write tag");
+            let mut tags = txn.open_table(TAGS)?;
+            let encoded = serde_json::to_vec(record)?;
+            tags.insert(key, encoded.as_slice())?;
         }
-        try_index!(txn.commit(), "commit");
+        txn.commit()?;
         Ok(())
     }
 
     /// Records a blob that has just been stored (or pulled through another repository).
     pub fn put_blob(&self, digest: &str, size: u64, repository: &str, now: u64) -> IndexResult<()> {
-        let txn = try_index!(self.db.begin_write(), "begin write");
+        let txn = self.db.begin_write()?;
         {
-            let mut blobs = try_index!(txn.open_table(BLOBS), "open blobs");
-            let existing: Option<BlobMeta> = match try_index!(blobs.get(digest), "read") {
+            let mut blobs = txn.open_table(BLOBS)?;
+            let existing: Option<BlobMeta> = match blobs.get(digest)? {
                 Some(v) => serde_json::from_slice(v.value()).ok(),
                 None => None,
             };
@@ -226,77 +378,229 @@ impl Index {
                     created: now,
                     last_pulled: now,
                     repositories: vec![repository.to_owned()],
+                    pull_count: 0,
                 },
             };
-            let encoded = serde_json::to_vec(&meta).map_err(|e| err("encode")(&e))?;
-            try_index!(blobs.insert(digest, encoded.as_slice()), "write blob");
+            let encoded = serde_json::to_vec(&meta)?;
+            blobs.insert(digest, encoded.as_slice())?;
         }
-        try_index!(txn.commit(), "commit");
+        txn.commit()?;
         Ok(())
     }
 
-    /// Applies a batch of last-pulled times in one transaction. Digests not in the index are skipped.
-    pub fn touch(&self, manifests: &[(String, u64)], blobs: &[(String, u64)]) -> IndexResult<()> {
-        let mut txn = try_index!(self.db.begin_write(), "begin write");
-        // Access times are advisory: losing the last batch in a crash is acceptable, so skip the fsync.
-        txn.set_durability(redb::Durability::Eventual);
+    /// Applies a batch of accesses (last-pulled times and counts) in one transaction. Digests not in the
+    /// index are skipped.
+    pub fn touch(
+        &self,
+        manifests: &[(String, Access)],
+        blobs: &[(String, Access)],
+    ) -> IndexResult<()> {
+        let mut txn = self.db.begin_write()?;
+        // Access times are advisory: losing the last batch in a crash is acceptable, so skip the fsync (the
+        // next durable commit persists it).
+        txn.set_durability(redb::Durability::None)?;
         {
-            let mut metas = try_index!(txn.open_table(MANIFEST_META), "open manifests");
-            for (digest, at) in manifests {
-                let updated = match try_index!(metas.get(digest.as_str()), "read") {
-                    Some(v) => serde_json::from_slice::<ManifestMeta>(v.value())
-                        .ok()
-                        .filter(|m| m.last_pulled < *at)
-                        .map(|mut m| {
-                            m.last_pulled = *at;
-                            m
-                        }),
+            let mut metas = txn.open_table(MANIFEST_META)?;
+            for (digest, access) in manifests {
+                let updated = match metas.get(digest.as_str())? {
+                    Some(v) => {
+                        serde_json::from_slice::<ManifestMeta>(v.value())
+                            .ok()
+                            .map(|mut m| {
+                                m.last_pulled = m.last_pulled.max(access.at);
+                                m.pull_count = m.pull_count.saturating_add(access.count);
+                                m
+                            })
+                    }
                     None => None,
                 };
                 if let Some(meta) = updated {
-                    let encoded = serde_json::to_vec(&meta).map_err(|e| err("encode")(&e))?;
-                    try_index!(metas.insert(digest.as_str(), encoded.as_slice()), "write");
+                    metas.insert(digest.as_str(), serde_json::to_vec(&meta)?.as_slice())?;
                 }
             }
-            let mut table = try_index!(txn.open_table(BLOBS), "open blobs");
-            for (digest, at) in blobs {
-                let updated = match try_index!(table.get(digest.as_str()), "read") {
+            let mut table = txn.open_table(BLOBS)?;
+            for (digest, access) in blobs {
+                let updated = match table.get(digest.as_str())? {
                     Some(v) => serde_json::from_slice::<BlobMeta>(v.value())
                         .ok()
-                        .filter(|m| m.last_pulled < *at)
                         .map(|mut m| {
-                            m.last_pulled = *at;
+                            m.last_pulled = m.last_pulled.max(access.at);
+                            m.pull_count = m.pull_count.saturating_add(access.count);
                             m
                         }),
                     None => None,
                 };
                 if let Some(meta) = updated {
-                    let encoded = serde_json::to_vec(&meta).map_err(|e| err("encode")(&e))?;
-                    try_index!(table.insert(digest.as_str(), encoded.as_slice()), "write");
+                    table.insert(digest.as_str(), serde_json::to_vec(&meta)?.as_slice())?;
                 }
             }
         }
-        try_index!(txn.commit(), "commit");
+        txn.commit()?;
         Ok(())
     }
 
     /// How many manifests, tags and blobs the index holds.
     pub fn counts(&self) -> IndexResult<IndexCounts> {
-        let txn = try_index!(self.db.begin_read(), "begin read");
+        let txn = self.db.begin_read()?;
         Ok(IndexCounts {
-            manifests: try_index!(
-                try_index!(txn.open_table(MANIFEST_META), "open").len(),
-                "len"
-            ),
-            tags: try_index!(try_index!(txn.open_table(TAGS), "open").len(), "len"),
-            blobs: try_index!(try_index!(txn.open_table(BLOBS), "open").len(), "len"),
+            manifests: txn.open_table(MANIFEST_META)?.len()?,
+            tags: txn.open_table(TAGS)?.len()?,
+            blobs: txn.open_table(BLOBS)?.len()?,
         })
+    }
+
+    /// Every record but manifest bodies, consistent as of one moment.
+    pub fn snapshot(&self) -> IndexResult<Snapshot> {
+        let txn = self.db.begin_read()?;
+        let mut snapshot = Snapshot::default();
+        for entry in txn.open_table(MANIFEST_META)?.iter()? {
+            let (k, v) = entry?;
+            snapshot
+                .manifests
+                .insert(k.value().to_owned(), serde_json::from_slice(v.value())?);
+        }
+        for entry in txn.open_table(TAGS)?.iter()? {
+            let (k, v) = entry?;
+            snapshot
+                .tags
+                .insert(k.value().to_owned(), serde_json::from_slice(v.value())?);
+        }
+        for entry in txn.open_table(BLOBS)?.iter()? {
+            let (k, v) = entry?;
+            snapshot
+                .blobs
+                .insert(k.value().to_owned(), serde_json::from_slice(v.value())?);
+        }
+        for entry in txn.open_table(PINS)?.iter()? {
+            let (k, v) = entry?;
+            snapshot
+                .pins
+                .insert(k.value().to_owned(), serde_json::from_slice(v.value())?);
+        }
+        Ok(snapshot)
+    }
+
+    /// The stored bytes of a manifest.
+    pub fn manifest_body(&self, digest: &str) -> IndexResult<Option<Vec<u8>>> {
+        let txn = self.db.begin_read()?;
+        let bodies = txn.open_table(MANIFEST_BODY)?;
+        Ok(bodies.get(digest)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Pins `reference` to the root manifest `digest`.
+    pub fn put_pin(&self, reference: &str, record: &PinRecord) -> IndexResult<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(PINS)?
+            .insert(reference, serde_json::to_vec(record)?.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Removes a pin; whether there was one.
+    pub fn remove_pin(&self, reference: &str) -> IndexResult<bool> {
+        let txn = self.db.begin_write()?;
+        let existed = txn.open_table(PINS)?.remove(reference)?.is_some();
+        txn.commit()?;
+        Ok(existed)
+    }
+
+    /// Drops blob entries (whose files are gone); how many there were.
+    pub fn drop_blob_entries(&self, digests: &BTreeSet<String>) -> IndexResult<u64> {
+        let txn = self.db.begin_write()?;
+        let mut dropped = 0;
+        {
+            let mut blobs = txn.open_table(BLOBS)?;
+            for digest in digests {
+                if blobs.remove(digest.as_str())?.is_some() {
+                    dropped += 1;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(dropped)
+    }
+
+    /// Deletes what `removal` names in one transaction, skipping manifests and blobs pulled after it was
+    /// planned. Blob files are the caller's to unlink, after this commits (so the index never names a blob
+    /// whose file it already deleted as present... and a crash in between leaves only a file the start-up
+    /// sweep removes).
+    pub fn remove(&self, removal: &Removal) -> IndexResult<Removed> {
+        let txn = self.db.begin_write()?;
+        let mut removed = Removed::default();
+        {
+            let mut metas = txn.open_table(MANIFEST_META)?;
+            let mut bodies = txn.open_table(MANIFEST_BODY)?;
+            let mut refs = txn.open_multimap_table(REFERENCED_BY)?;
+            let mut tags = txn.open_table(TAGS)?;
+            let mut blobs = txn.open_table(BLOBS)?;
+            let mut gone = BTreeSet::new();
+            for digest in &removal.manifests {
+                let meta: Option<ManifestMeta> = match metas.get(digest.as_str())? {
+                    Some(v) => Some(serde_json::from_slice(v.value())?),
+                    None => None,
+                };
+                let Some(meta) = meta else { continue };
+                if meta.last_pulled > removal.planned_at {
+                    continue;
+                }
+                metas.remove(digest.as_str())?;
+                bodies.remove(digest.as_str())?;
+                for referenced in &meta.references {
+                    refs.remove(referenced.as_str(), digest.as_str())?;
+                }
+                gone.insert(digest.clone());
+                removed.manifests.push((digest.clone(), meta.repositories));
+            }
+            // Tags of removed manifests go with them, as do explicitly invalidated ones.
+            let mut doomed_tags = Vec::new();
+            for entry in tags.iter()? {
+                let (k, v) = entry?;
+                let record: TagRecord = serde_json::from_slice(v.value())?;
+                let key = k.value();
+                let subject_gone = key
+                    .split_once('@')
+                    .and_then(|(_, rest)| rest.strip_suffix("#referrers"))
+                    .is_some_and(|subject| gone.contains(subject));
+                if gone.contains(&record.digest) || subject_gone || removal.tags.contains(key) {
+                    doomed_tags.push(key.to_owned());
+                }
+            }
+            for key in doomed_tags {
+                tags.remove(key.as_str())?;
+                removed.tags.push(key);
+            }
+            for digest in &removal.blobs {
+                // A blob another manifest references (one cached after the plan) stays.
+                if refs.get(digest.as_str())?.next().is_some() {
+                    continue;
+                }
+                let meta: Option<BlobMeta> = match blobs.get(digest.as_str())? {
+                    Some(v) => Some(serde_json::from_slice(v.value())?),
+                    None => None,
+                };
+                match meta {
+                    Some(meta) if meta.last_pulled > removal.planned_at => continue,
+                    Some(meta) => {
+                        blobs.remove(digest.as_str())?;
+                        removed.blobs.push((digest.clone(), meta.size));
+                    }
+                    // Known only as a file (a crash leftover): the caller unlinks it.
+                    None => removed.blobs.push((digest.clone(), 0)),
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(removed)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(at: u64, count: u64) -> Access {
+        Access { at, count }
+    }
 
     #[test]
     fn manifest_tag_blob_round_trip_and_reopen() {
@@ -327,13 +631,17 @@ mod tests {
                 .put_blob("sha256:aa", 10, "docker.io/library/x", 5)
                 .unwrap();
             index
-                .touch(&[("sha256:m1".into(), 9)], &[("sha256:aa".into(), 8)])
+                .touch(
+                    &[("sha256:m1".into(), at(9, 3))],
+                    &[("sha256:aa".into(), at(8, 1))],
+                )
                 .unwrap();
         }
         let index = Index::open(&path).unwrap();
         let m = index.manifest("sha256:m1").unwrap().unwrap();
         assert_eq!(m.body, b"{}");
         assert_eq!(m.meta.last_pulled, 9);
+        assert_eq!(m.meta.pull_count, 3);
         assert_eq!(m.meta.created, 5);
         assert_eq!(
             index
@@ -352,6 +660,55 @@ mod tests {
                 tags: 1,
                 blobs: 1
             }
+        );
+
+        // Removal planned before a pull keeps what was pulled since.
+        let removal = Removal {
+            manifests: ["sha256:m1".to_string()].into(),
+            blobs: ["sha256:aa".to_string()].into(),
+            tags: BTreeSet::new(),
+            planned_at: 8,
+        };
+        assert_eq!(index.remove(&removal).unwrap(), Removed::default());
+        let removal = Removal {
+            planned_at: 9,
+            ..removal
+        };
+        let removed = index.remove(&removal).unwrap();
+        assert_eq!(removed.manifests.len(), 1);
+        assert_eq!(removed.tags, vec!["docker.io/library/x:latest"]);
+        assert_eq!(removed.blobs, vec![("sha256:aa".to_string(), 10)]);
+        assert_eq!(index.counts().unwrap(), IndexCounts::default());
+        assert!(index.referenced_by("sha256:bb").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_second_open_is_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.redb");
+        let _first = Index::open(&path).unwrap();
+        assert!(matches!(Index::open(&path), Err(IndexError::Locked(_))));
+    }
+
+    #[test]
+    fn newer_schema_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("schema_version", SCHEMA_VERSION + 1)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        let err = Index::open(&path).err().unwrap();
+        assert!(err.to_string().contains("newer ociregistry"), "{err}");
+        assert!(
+            std::fs::read(&path).unwrap() == before,
+            "the file was modified"
         );
     }
 }

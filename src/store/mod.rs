@@ -10,10 +10,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use access::{AccessBatch, AccessRecorder};
-pub use blobs::{BlobStore, BlobWriter, CommitError};
-pub use index::{Index, IndexCounts, IndexResult, ManifestWrite, StoredManifest};
-pub use records::{unix_now, BlobMeta, ManifestMeta, TagRecord};
+pub use access::{Access, AccessBatch, AccessRecorder};
+pub use blobs::{BlobFile, BlobStore, BlobWriter, CommitError};
+pub use index::{
+    Index, IndexCounts, IndexError, IndexResult, ManifestWrite, Removal, Removed, Snapshot,
+    StoredManifest, SCHEMA_VERSION,
+};
+pub use records::{unix_now, BlobMeta, ManifestMeta, PinRecord, TagRecord};
 
 use crate::error::RegistryError;
 
@@ -30,7 +33,7 @@ pub struct Store {
 impl Store {
     /// Opens the index file and the blob directory.
     pub fn open(db: &Path, blobs: &Path) -> anyhow::Result<Store> {
-        let index = Index::open(db).map_err(|e| anyhow::anyhow!("{e} ({})", db.display()))?;
+        let index = Index::open(db)?;
         let blobs = BlobStore::open(blobs)
             .map_err(|e| anyhow::anyhow!("opening blob directory {}: {e}", blobs.display()))?;
         Ok(Store {

@@ -22,6 +22,9 @@ pub struct ManifestMeta {
     pub repositories: Vec<String>,
     /// Digests this manifest references: child manifests of an index, or config and layers of an image.
     pub references: Vec<String>,
+    /// How many times it was served (batched, like `last_pulled`).
+    #[serde(default)]
+    pub pull_count: u64,
 }
 
 /// A tag→digest mapping.
@@ -41,6 +44,16 @@ pub struct BlobMeta {
     pub last_pulled: u64,
     /// Every `registry/repository` this blob was pulled through.
     pub repositories: Vec<String>,
+    #[serde(default)]
+    pub pull_count: u64,
+}
+
+/// A pinned image: never pruned nor evicted.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PinRecord {
+    /// The root manifest the reference resolved to when it was pinned.
+    pub digest: String,
+    pub created: u64,
 }
 
 /// Adds `item` to `list` unless present; returns whether it was added.
