@@ -538,11 +538,10 @@ impl Operations {
         }
         let missing: BTreeSet<String> = snapshot
             .blobs
-            .iter()
-            .filter(|(d, b)| {
-                !on_disk.contains(d.as_str()) && unix_now().saturating_sub(b.created) >= 1
-            })
-            .map(|(d, _)| d.clone())
+            .keys()
+            // A fill indexes its blob just before renaming it into place.
+            .filter(|d| !on_disk.contains(d.as_str()) && !self.cache.is_filling(d))
+            .cloned()
             .filter(|d| {
                 d.parse::<Digest>()
                     .is_ok_and(|digest| !self.store.blobs.path(&digest).exists())

@@ -172,6 +172,11 @@ impl PullThrough {
         })
     }
 
+    /// Whether a blob is being downloaded from any registry (it may be indexed but not yet renamed into place).
+    pub fn is_filling(&self, digest: &str) -> bool {
+        self.fills.iter().any(|f| f.key().digest.as_str() == digest)
+    }
+
     /// The upstreams, for routing (aliases) and auth decisions.
     pub fn upstreams(&self) -> &Upstreams {
         &self.upstreams
