@@ -541,11 +541,11 @@ impl Operations {
             .keys()
             // A fill indexes its blob just before renaming it into place.
             .filter(|d| !on_disk.contains(d.as_str()) && !self.cache.is_filling(d))
-            .cloned()
             .filter(|d| {
                 d.parse::<Digest>()
                     .is_ok_and(|digest| !self.store.blobs.path(&digest).exists())
             })
+            .cloned()
             .collect();
         if !missing.is_empty() {
             let removal = Removal {

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Contract test: a running ociregistry against its API contract, schema/openapi.yaml.
+# Contract test: a running ociregistry against its API contracts, schema/openapi.yaml (the registry API) and
+# schema/admin-openapi.yaml (the admin API).
 #
 #   1. tools: a Python venv with the pinned tools of tests/contract/requirements.txt (schemathesis,
 #      openapi-spec-validator, jsonschema, PyYAML), kept in target/contract-venv between runs;
@@ -15,7 +16,13 @@
 #   5. the answers random input cannot reach (cold fills; referrers indexes; 401 of an `auth: passthrough`
 #      registry; 403 of the upstream policy; 403, 429, 502 from a misbehaving or dead upstream:
 #      tests/contract/fake_upstream.py) are checked against the spec with the same schemathesis checks;
-#   6. known server bugs are probed separately and reported as XFAIL (CONTRACT_STRICT=1 makes them failures).
+#   6. known server bugs are probed separately and reported as XFAIL (CONTRACT_STRICT=1 makes them failures);
+#   7. the admin API: a second `ociregistry serve` (default_registry = the test upstream, `unlisted_upstreams:
+#      deny`, so a load either reads the test upstream or is refused at once) with `admin_listen` and
+#      `admin_token_file`: tests/contract/admin_answers.py checks the bearer token (401 with the error object
+#      for every endpoint without it, nothing changed), a scripted load/list/pin/prune/unpin/invalidate session
+#      and the Unix socket (mode 0600, no token); then schemathesis runs every operation of
+#      schema/admin-openapi.yaml against the TCP listener with the token (schemathesis-admin.toml).
 #
 # Every process listens on 127.0.0.1 only. The server's HTTP(S)_PROXY points at a loopback trap, so no request
 # can leave the machine (tests/contract/hooks.py routes every generated registry host to the test upstream;
@@ -27,6 +34,7 @@
 #   CONTRACT_VENV           venv directory (default: <repo>/target/contract-venv)
 #   CONTRACT_PYTHON         interpreter that creates the venv (default: python3, >= 3.9)
 #   CONTRACT_MAX_EXAMPLES   schemathesis --max-examples per operation (default 50)
+#   CONTRACT_ADMIN_MAX_EXAMPLES  the same for the admin API (default 25)
 #   CONTRACT_SEED           schemathesis --seed (default 1: the same test cases every run)
 #   CONTRACT_STRICT=1       known server bugs fail the run instead of being reported as XFAIL
 #   CONTRACT_KEEP=1         keep the temp dir (logs, schemathesis reports)
@@ -48,8 +56,10 @@ VENV="${CONTRACT_VENV:-$REPO_ROOT/target/contract-venv}"
 PYTHON="${CONTRACT_PYTHON:-python3}"
 HARNESS_PYTHON="$PYTHON"   # pick_port
 MAX_EXAMPLES="${CONTRACT_MAX_EXAMPLES:-50}"
+ADMIN_MAX_EXAMPLES="${CONTRACT_ADMIN_MAX_EXAMPLES:-25}"
 SEED="${CONTRACT_SEED:-1}"
 SPEC="$REPO_ROOT/schema/openapi.yaml"
+ADMIN_SPEC="$REPO_ROOT/schema/admin-openapi.yaml"
 REQUIREMENTS="$REPO_ROOT/tests/contract/requirements.txt"
 # The upstream as the spec's examples name it; hooks.py maps it to the real one.
 SPEC_UPSTREAM="127.0.0.1:5000"
@@ -127,10 +137,15 @@ pick_port OCIPORT
 pick_port TRAPPORT
 pick_port FAKEPORT
 pick_port DEADPORT   # nothing ever listens here
+pick_port OCI2PORT   # the second server's registry API (admin API run)
+pick_port ADMINPORT  # its admin API (admin_listen)
 UP="127.0.0.1:$UPPORT"
 FAKE="127.0.0.1:$FAKEPORT"
 OCI="127.0.0.1:$OCIPORT"
-echo "contract: temp dir $TMP; upstream $UP; scripted upstream $FAKE; ociregistry $OCI; proxy trap 127.0.0.1:$TRAPPORT; binary $OCIREGISTRY_BIN"
+OCI2="127.0.0.1:$OCI2PORT"
+ADMIN="127.0.0.1:$ADMINPORT"
+ADMIN_TOKEN="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"   # the admin run's bearer token
+echo "contract: temp dir $TMP; upstream $UP; scripted upstream $FAKE; ociregistry $OCI (admin run: $OCI2, admin API $ADMIN); proxy trap 127.0.0.1:$TRAPPORT; binary $OCIREGISTRY_BIN"
 
 # ---------------------------------------------------------------------------------------------------------
 # Steps
@@ -156,6 +171,14 @@ step_spec_valid() {
 
 step_docs_current() {
   py "$REPO_ROOT/schema/render-api-md.py" --check
+}
+
+step_admin_spec_valid() {
+  "$VENV/bin/openapi-spec-validator" "$ADMIN_SPEC"
+}
+
+step_admin_docs_current() {
+  py "$REPO_ROOT/schema/render-api-md.py" --check --spec schema/admin-openapi.yaml --doc docs/admin-api.md
 }
 
 step_config_schema() {
@@ -291,54 +314,129 @@ step_prepull() {
   done
 }
 
-step_schemathesis() {
-  local rc=0
+# run_schemathesis NAME SPEC URL CONFIG MAX_EXAMPLES [VAR=VALUE...]: schemathesis over every operation of SPEC
+# at URL (with the environment VAR=VALUE...); its output in $TMP/NAME.out, one PASS/FAIL/SKIP line per
+# operation in $TMP/NAME.results (count_operations NAME counts them).
+run_schemathesis() {
+  local name=$1 spec=$2 url=$3 config=$4 max=$5 rc=0
+  shift 5
   (
     cd "$TMP"
-    CONTRACT_UPSTREAM="$UP" SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$REPO_ROOT/tests/contract" \
-      timeout 1800 "$VENV/bin/schemathesis" --config-file "$REPO_ROOT/tests/contract/schemathesis.toml" run "$SPEC" \
-      --url "http://$OCI" \
+    env "$@" timeout 1800 "$VENV/bin/schemathesis" --config-file "$config" run "$spec" \
+      --url "$url" \
       --phases examples,coverage,fuzzing \
-      --max-examples "$MAX_EXAMPLES" \
+      --max-examples "$max" \
       --seed "$SEED" \
       --generation-database none \
       --request-timeout 30 \
       --no-color \
-      --report junit --report-junit-path "$TMP/schemathesis-junit.xml"
-  ) >"$TMP/schemathesis.out" 2>&1 || rc=$?
+      --report junit --report-junit-path "$TMP/$name-junit.xml"
+  ) >"$TMP/$name.out" 2>&1 || rc=$?
   # One result per operation (from the JUnit report), in this suite's PASS/FAIL format.
-  py - "$TMP/schemathesis-junit.xml" "$TMP/schemathesis.results" <<'EOF' || true
+  py - "$TMP/$name-junit.xml" "$TMP/$name.results" "$name" <<'EOF' || true
 import sys, xml.etree.ElementTree as ET
 out = open(sys.argv[2], "w")
 for case in ET.parse(sys.argv[1]).getroot().iter("testcase"):
     bad = case.find("failure") is not None or case.find("error") is not None
     skipped = case.find("skipped") is not None
-    out.write(f"{'FAIL' if bad else 'SKIP' if skipped else 'PASS'} schemathesis {case.get('name')}\n")
+    out.write(f"{'FAIL' if bad else 'SKIP' if skipped else 'PASS'} {sys.argv[3]} {case.get('name')}\n")
 EOF
-  sed -n '/^=* SUMMARY =*$/,$p' "$TMP/schemathesis.out" | grep -v '^ *$' | head -n 60 || true
+  sed -n '/^=* SUMMARY =*$/,$p' "$TMP/$name.out" | grep -v '^ *$' | head -n 60 || true
   if [[ $rc -ne 0 ]]; then
-    echo "--- schemathesis failures (full output: keep the temp dir with CONTRACT_KEEP=1) ---"
-    sed -n '/^=* FAILURES =*$/,/^=* SUMMARY =*$/p' "$TMP/schemathesis.out" | head -n 200
+    echo "--- $name failures (full output: keep the temp dir with CONTRACT_KEEP=1) ---"
+    sed -n '/^=* FAILURES =*$/,/^=* SUMMARY =*$/p' "$TMP/$name.out" | head -n 200
     return 1
   fi
 }
 
-# Counts the operations of the JUnit report as results of their own (after the step that ran them).
-count_operations() {
-  [[ -s "$TMP/schemathesis.results" ]] || return 0
-  local line
+step_schemathesis() {
+  run_schemathesis schemathesis "$SPEC" "http://$OCI" "$REPO_ROOT/tests/contract/schemathesis.toml" "$MAX_EXAMPLES" \
+    CONTRACT_UPSTREAM="$UP" SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$REPO_ROOT/tests/contract"
+}
+
+# Counts the operations of a JUnit report as results of their own (after the step that ran them).
+count_operations() { # NAME (of run_schemathesis)
+  local name=$1 results="$TMP/$1.results" line
+  [[ -s "$results" ]] || return 0
   while read -r line; do
     case "$line" in
       PASS*) PASSED=$((PASSED + 1)); [[ "${CONTRACT_VERBOSE:-0}" == "1" ]] && log "$line" ;;
-      FAIL*) FAILED=$((FAILED + 1)); FAILED_NAMES+=("${line#FAIL schemathesis }"); log "$line" ;;
+      FAIL*) FAILED=$((FAILED + 1)); FAILED_NAMES+=("${line#FAIL }"); log "$line" ;;
       SKIP*) log "$line" ;;
     esac
-  done <"$TMP/schemathesis.results"
-  log "schemathesis operations: $(grep -c '^PASS' "$TMP/schemathesis.results" || true) passed, $(grep -c '^FAIL' "$TMP/schemathesis.results" || true) failed, $(grep -c '^SKIP' "$TMP/schemathesis.results" || true) skipped"
+  done <"$results"
+  log "$name operations: $(grep -c '^PASS' "$results" || true) passed, $(grep -c '^FAIL' "$results" || true) failed, $(grep -c '^SKIP' "$results" || true) skipped"
 }
 
 step_upstream_answers() {
   py "$REPO_ROOT/tests/contract/upstream_answers.py" "$SPEC" "http://$OCI" "$FAKE" "127.0.0.1:$DEADPORT"
+}
+
+# The admin API run: a server of its own (its own data dir), whose default registry is the test upstream and
+# which refuses every other upstream at once (`unlisted_upstreams: deny`): loads read the test upstream or fail
+# fast, and never leave loopback. The token file has whitespace around the token (the server trims it).
+step_start_admin_server() {
+  printf '  %s\n\n' "$ADMIN_TOKEN" >"$TMP/admin-token"
+  chmod 600 "$TMP/admin-token"
+  cat >"$TMP/admin-config.yaml" <<EOF
+log_level: info
+default_registry: "$UP"
+unlisted_upstreams: deny
+registries:
+  - name: "$UP"
+    scheme: http
+admin_listen: "$ADMIN"
+admin_token_file: "$TMP/admin-token"
+prune_older_than: 30d
+prune_interval: 1h
+max_cache_bytes: 1GiB
+EOF
+  start_bg ociregistry-admin "$TMP/logs/ociregistry-admin.log" env \
+    HTTP_PROXY="http://127.0.0.1:$TRAPPORT" HTTPS_PROXY="http://127.0.0.1:$TRAPPORT" ALL_PROXY="http://127.0.0.1:$TRAPPORT" \
+    http_proxy="http://127.0.0.1:$TRAPPORT" https_proxy="http://127.0.0.1:$TRAPPORT" all_proxy="http://127.0.0.1:$TRAPPORT" \
+    NO_PROXY=127.0.0.1 no_proxy=127.0.0.1 \
+    "$OCIREGISTRY_BIN" serve --listen "$OCI2" --data-dir "$TMP/admin-data" --config-file "$TMP/admin-config.yaml"
+  wait_http "http://$OCI2/v2/" 30 ociregistry-admin
+  local code=""
+  for _ in $(seq 1 100); do
+    code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 -H "Authorization: Bearer $ADMIN_TOKEN" "http://$ADMIN/admin/v1/stats" || true)"
+    [[ "$code" == 200 ]] && break
+    sleep 0.1
+  done
+  [[ "$code" == 200 ]] || { echo "GET http://$ADMIN/admin/v1/stats with the token: ${code:-no answer}, expected 200" >&2; return 1; }
+  [[ -S "$TMP/admin-data/admin.sock" ]] || { echo "no Unix socket at $TMP/admin-data/admin.sock" >&2; return 1; }
+  echo "admin API on $ADMIN and $TMP/admin-data/admin.sock"
+}
+
+# The admin steps after the start fail at once when the server is not running.
+admin_server_running() {
+  is_running ociregistry-admin || { echo "the admin run's server is not running (see its start step)" >&2; return 1; }
+}
+
+step_admin_answers() {
+  admin_server_running
+  PYTHONPATH="$REPO_ROOT/tests/contract" py "$REPO_ROOT/tests/contract/admin_answers.py" "$ADMIN_SPEC" "http://$ADMIN" \
+    "$ADMIN_TOKEN" "$TMP/admin-data/admin.sock" "$UP" "$TMP/images/images.json"
+}
+
+step_admin_schemathesis() {
+  admin_server_running
+  run_schemathesis schemathesis-admin "$ADMIN_SPEC" "http://$ADMIN" "$REPO_ROOT/tests/contract/schemathesis-admin.toml" \
+    "$ADMIN_MAX_EXAMPLES" CONTRACT_ADMIN_TOKEN="$ADMIN_TOKEN"
+}
+
+step_admin_server_healthy() {
+  is_running ociregistry-admin || { echo "ociregistry (admin run) is not running (status $(cat "$PIDDIR/ociregistry-admin.rc" 2>/dev/null || echo "none: never started"))" >&2; return 1; }
+  if grep -aE "panicked|RUST_BACKTRACE" "$TMP/logs/ociregistry-admin.log"; then
+    echo "ociregistry (admin run) panicked" >&2
+    return 1
+  fi
+  if grep -aqF "$ADMIN_TOKEN" "$TMP/logs/ociregistry-admin.log"; then
+    echo "the admin token appears in the server's log" >&2
+    return 1
+  fi
+  curl -sf -o /dev/null -H "Authorization: Bearer $ADMIN_TOKEN" "http://$ADMIN/admin/v1/stats"
+  echo "ociregistry (admin run) still serving, no panics, the token not in its log"
 }
 
 step_nothing_trapped() {
@@ -378,6 +476,8 @@ probe_encoded_colon() {
 critical_step "python venv with the pinned contract tools ($VENV)" step_venv
 run_step "schema/openapi.yaml is valid OpenAPI (openapi-spec-validator)" step_spec_valid
 run_step "docs/api.md is up to date with schema/openapi.yaml" step_docs_current
+run_step "schema/admin-openapi.yaml is valid OpenAPI (openapi-spec-validator)" step_admin_spec_valid
+run_step "docs/admin-api.md is up to date with schema/admin-openapi.yaml" step_admin_docs_current
 run_step "schema/config.schema.json agrees with tests/contract/config-cases" step_config_schema
 critical_step "build the test images; the spec's example digests are theirs" step_images
 critical_step "upstream docker-registry starts on $UP" step_start_upstream
@@ -387,8 +487,13 @@ critical_step "scripted upstream starts on $FAKE (tests/contract/fake_upstream.p
 critical_step "ociregistry serve starts on $OCI" step_start_ociregistry
 critical_step "both images pulled through ociregistry (cached)" step_prepull
 run_step "schemathesis: every operation conforms to schema/openapi.yaml (max $MAX_EXAMPLES examples, seed $SEED)" step_schemathesis
-count_operations
+count_operations schemathesis
 run_step "cold fills, referrers, 401/403/429/502 answers (tests/contract/fake_upstream.py, a dead port) conform to the spec" step_upstream_answers
+run_step "ociregistry serve with admin_listen $ADMIN and admin_token_file starts (registry API on $OCI2)" step_start_admin_server
+run_step "admin API: 401 without the token, a scripted session, the Unix socket (tests/contract/admin_answers.py)" step_admin_answers
+run_step "schemathesis: every admin operation conforms to schema/admin-openapi.yaml (max $ADMIN_MAX_EXAMPLES examples, seed $SEED)" step_admin_schemathesis
+count_operations schemathesis-admin
+run_step "ociregistry (admin run) survived, and did not log the token" step_admin_server_healthy
 run_step "no request reached the proxy trap" step_nothing_trapped
 run_step "ociregistry survived the run" step_server_healthy
 run_step "GET /v2/hello/manifests/sha256%3A... is the manifest (as for a literal ':')" probe_encoded_colon
