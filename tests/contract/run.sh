@@ -316,9 +316,12 @@ step_prepull() {
 
 # run_schemathesis NAME SPEC URL CONFIG MAX_EXAMPLES [VAR=VALUE...]: schemathesis over every operation of SPEC
 # at URL (with the environment VAR=VALUE...); its output in $TMP/NAME.out, one PASS/FAIL/SKIP line per
-# operation in $TMP/NAME.results (count_operations NAME counts them).
+# operation in $TMP/NAME.results (count_operations NAME counts them). With HAR=1, every request and answer is
+# also recorded in $TMP/NAME.har.
 run_schemathesis() {
   local name=$1 spec=$2 url=$3 config=$4 max=$5 rc=0
+  local reports=(--report junit --report-junit-path "$TMP/$name-junit.xml")
+  [[ "${HAR:-0}" == 1 ]] && reports=(--report junit,har --report-junit-path "$TMP/$name-junit.xml" --report-har-path "$TMP/$name.har")
   shift 5
   (
     cd "$TMP"
@@ -330,7 +333,7 @@ run_schemathesis() {
       --generation-database none \
       --request-timeout 30 \
       --no-color \
-      --report junit --report-junit-path "$TMP/$name-junit.xml"
+      "${reports[@]}"
   ) >"$TMP/$name.out" 2>&1 || rc=$?
   # One result per operation (from the JUnit report), in this suite's PASS/FAIL format.
   py - "$TMP/$name-junit.xml" "$TMP/$name.results" "$name" <<'EOF' || true
@@ -419,10 +422,31 @@ step_admin_answers() {
     "$ADMIN_TOKEN" "$TMP/admin-data/admin.sock" "$UP" "$TMP/images/images.json"
 }
 
+# Every operation must also have been answered 2xx at least once: a run whose token was never sent would see
+# only 401s, which the spec documents for every operation.
 step_admin_schemathesis() {
   admin_server_running
-  run_schemathesis schemathesis-admin "$ADMIN_SPEC" "http://$ADMIN" "$REPO_ROOT/tests/contract/schemathesis-admin.toml" \
-    "$ADMIN_MAX_EXAMPLES" CONTRACT_ADMIN_TOKEN="$ADMIN_TOKEN"
+  local rc=0
+  HAR=1 run_schemathesis schemathesis-admin "$ADMIN_SPEC" "http://$ADMIN" "$REPO_ROOT/tests/contract/schemathesis-admin.toml" \
+    "$ADMIN_MAX_EXAMPLES" CONTRACT_ADMIN_TOKEN="$ADMIN_TOKEN" || rc=$?
+  py - "$TMP/schemathesis-admin.har" "$ADMIN_SPEC" <<'EOF' || rc=1
+import collections, json, sys, urllib.parse, yaml
+entries = json.load(open(sys.argv[1]))["log"]["entries"]
+operations = [(m.upper(), p) for p, item in yaml.safe_load(open(sys.argv[2]))["paths"].items() for m in item]
+seen = collections.defaultdict(collections.Counter)
+for entry in entries:
+    key = (entry["request"]["method"], urllib.parse.urlsplit(entry["request"]["url"]).path)
+    seen[key][entry["response"]["status"]] += 1
+bad = []
+for op in operations:
+    statuses = seen.get(op, {})
+    print(f"{op[0]} {op[1]}: " + ", ".join(f"{n}x {s}" for s, n in sorted(statuses.items())))
+    if not any(200 <= s < 300 for s in statuses):
+        bad.append(f"{op[0]} {op[1]}")
+if bad:
+    sys.exit(f"never answered 2xx (was the token sent?): {', '.join(bad)}")
+EOF
+  return $rc
 }
 
 step_admin_server_healthy() {
