@@ -100,6 +100,9 @@ pub struct Config {
     /// Ceiling of the blob directory: least recently pulled unpinned images are evicted down to 90% of it.
     /// An integer (bytes) or a size such as `50GiB` or `500MB`. Off by default.
     pub max_cache_bytes: Option<bytesize::ByteSize>,
+    /// Free space the blob filesystem keeps: below it `/readyz` fails and uncached blobs are streamed to
+    /// clients without being stored (pulls keep working on a full disk). An integer or a size (`64MiB`).
+    pub min_free_bytes: bytesize::ByteSize,
 }
 
 /// TLS of the server itself. The files are re-read when they change, without dropping connections.
@@ -382,6 +385,7 @@ impl Default for Config {
             prune_older_than: None,
             prune_interval: Duration::from_secs(3600),
             max_cache_bytes: None,
+            min_free_bytes: bytesize::ByteSize::mib(64),
         }
     }
 }

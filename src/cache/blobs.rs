@@ -26,6 +26,12 @@ pub enum BlobSource {
         fill: Arc<BlobFill>,
         size: Option<u64>,
     },
+    /// Straight from the upstream, not stored: the disk is (nearly) full. Verified on the way (the last chunk
+    /// is held back until the digest matched).
+    Uncached {
+        body: futures::stream::BoxStream<'static, Result<bytes::Bytes, RegistryError>>,
+        size: Option<u64>,
+    },
 }
 
 impl PullThrough {
@@ -41,14 +47,35 @@ impl PullThrough {
             return Ok((BlobSource::Cached { file, size }, CacheStatus::Hit));
         }
         let fill = match self.start_or_join_fill(target, digest)? {
-            Ok(fill) => fill,
-            Err((file, size)) => {
+            Fill::Started(fill) => fill,
+            Fill::Landed(file, size) => {
                 self.store.access.blob(digest.as_str());
                 return Ok((BlobSource::Cached { file, size }, CacheStatus::Hit));
             }
+            Fill::NoSpace(why) => return self.uncached_blob(target, digest, &why).await,
         };
-        let size = fill.wait_started().await?;
-        Ok((BlobSource::Filling { fill, size }, CacheStatus::Miss))
+        match fill.wait_started().await {
+            Ok(size) => Ok((BlobSource::Filling { fill, size }, CacheStatus::Miss)),
+            Err(err) if fill.is_no_space() => {
+                self.uncached_blob(target, digest, err.message()).await
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The blob straight from the upstream, verified on the way, not stored: there is no room for it.
+    async fn uncached_blob(
+        &self,
+        target: &Target,
+        digest: &Digest,
+        why: &str,
+    ) -> Result<(BlobSource, CacheStatus), RegistryError> {
+        tracing::warn!(%digest, %target, reason = %why, "disk full: serving the blob without caching it");
+        let upstream = self.upstreams.get(&target.registry)?;
+        let stream = upstream.blob(&super::pull(target), digest.as_str()).await?;
+        let size = stream.size;
+        let body = super::uncached::verified(digest.clone(), stream);
+        Ok((BlobSource::Uncached { body, size }, CacheStatus::Miss))
     }
 
     /// The size of blob `digest`, without reading or fetching its body.
@@ -144,30 +171,36 @@ impl PullThrough {
         }
     }
 
-    /// Joins the fill of `digest` from `target`'s registry in progress, or starts one. `Err` carries the cached
-    /// file when the blob landed between the first look and now.
-    #[allow(clippy::type_complexity)]
-    fn start_or_join_fill(
-        &self,
-        target: &Target,
-        digest: &Digest,
-    ) -> Result<Result<Arc<BlobFill>, (File, u64)>, RegistryError> {
+    /// Joins the fill of `digest` from `target`'s registry in progress, or starts one; or says the blob landed
+    /// between the first look and now, or that there is no room to store it.
+    fn start_or_join_fill(&self, target: &Target, digest: &Digest) -> Result<Fill, RegistryError> {
         let key = FillKey::new(target, digest);
         let entry = match self.fills.entry(key.clone()) {
-            Entry::Occupied(fill) => return Ok(Ok(fill.get().clone())),
+            Entry::Occupied(fill) => return Ok(Fill::Started(fill.get().clone())),
             Entry::Vacant(entry) => entry,
         };
         // A fill may have finished (and left the map) since the first look.
-        if let Some(cached) = self.open_cached_blob(digest)? {
-            return Ok(Err(cached));
+        if let Some((file, size)) = self.open_cached_blob(digest)? {
+            return Ok(Fill::Landed(file, size));
         }
         // Refused before any traffic and before anything is created.
         let upstream = self.upstreams.get(&target.registry)?;
-        let writer = self
-            .store
-            .blobs
-            .create(digest)
-            .map_err(|e| RegistryError::internal("create temp blob", e))?;
+        match self.store.blobs.free_bytes() {
+            Ok(free) if free < self.min_free_bytes => {
+                return Ok(Fill::NoSpace(format!(
+                    "{free} bytes free, below min_free_bytes ({})",
+                    self.min_free_bytes
+                )))
+            }
+            _ => {}
+        }
+        let writer = match self.store.blobs.create(digest) {
+            Ok(writer) => writer,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                return Ok(Fill::NoSpace(format!("creating a temp file: {e}")))
+            }
+            Err(e) => return Err(RegistryError::internal("create temp blob", e)),
+        };
         let fill = Arc::new(BlobFill::new(
             digest.clone(),
             &writer,
@@ -189,6 +222,8 @@ impl PullThrough {
         let min_rate = self.fill_min_bytes_per_sec;
         let writers = self.fill_writers.clone();
         let stored = self.blob_stored.clone();
+        let blob_root = self.store.clone();
+        let min_free = self.min_free_bytes;
         tokio::spawn(async move {
             let mut guard = guard;
             let fill = guard.fill.clone();
@@ -197,15 +232,24 @@ impl PullThrough {
             let index_repository = repository.clone();
             let record = move |size: u64| {
                 index_store
-                    .index_blocking()
-                    .put_blob(&index_key, size, &index_repository, unix_now())
+                    .index_blocking(|index| {
+                        index.put_blob(&index_key, size, &index_repository, unix_now())
+                    })
                     .map_err(std::io::Error::other)
             };
             let result = match upstream.blob(&super::pull(&target), digest.as_str()).await {
-                Ok(stream) => {
-                    fill.run(stream, writer, &writers, grace, min_rate, record)
-                        .await
-                }
+                Ok(stream) => match no_room(&blob_root, stream.size, min_free) {
+                    Some(why) => {
+                        // Readers fetch it uncached; the temp file goes with the writer.
+                        fill.fail_no_space(why);
+                        guard.finish(None);
+                        return;
+                    }
+                    None => {
+                        fill.run(stream, writer, &writers, grace, min_rate, record)
+                            .await
+                    }
+                },
                 Err(err) => Err(err),
             };
             match result {
@@ -220,8 +264,24 @@ impl PullThrough {
                 }
             }
         });
-        Ok(Ok(fill))
+        Ok(Fill::Started(fill))
     }
+}
+
+/// Why a blob of `size` bytes does not fit on the blob filesystem (keeping `min_free` free), if it does not.
+fn no_room(store: &crate::store::Store, size: Option<u64>, min_free: u64) -> Option<String> {
+    let size = size?;
+    let free = store.blobs.free_bytes().ok()?;
+    (size.saturating_add(min_free) > free).then(|| {
+        format!("{size} bytes do not fit in {free} bytes free (keeping min_free_bytes {min_free})")
+    })
+}
+
+/// What `start_or_join_fill` found.
+enum Fill {
+    Started(Arc<BlobFill>),
+    Landed(File, u64),
+    NoSpace(String),
 }
 
 /// Removes a fill from the in-flight map however its task ends. If the task ends without a verdict (a panic,

@@ -56,6 +56,8 @@ pub struct BlobFill {
     state: watch::Sender<FillState>,
     /// How long a reader waits for the upstream's answer before giving up on this fill.
     start_deadline: Duration,
+    /// Set when the fill gave up because the blob would not fit on disk: readers then fetch it uncached.
+    no_space: std::sync::atomic::AtomicBool,
 }
 
 impl BlobFill {
@@ -71,6 +73,7 @@ impl BlobFill {
             final_path,
             state: watch::Sender::new(FillState::Connecting),
             start_deadline,
+            no_space: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -109,6 +112,18 @@ impl BlobFill {
                     self.digest, self.start_deadline
                 )))
             })
+    }
+
+    /// Gives up on the fill because the blob does not fit on disk.
+    pub fn fail_no_space(&self, why: String) {
+        self.no_space
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.set_state(FillState::Failed(RegistryError::internal("no space", why)));
+    }
+
+    /// Whether the fill gave up for lack of space.
+    pub fn is_no_space(&self) -> bool {
+        self.no_space.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The failure of this fill, if it has failed already.

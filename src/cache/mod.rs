@@ -10,6 +10,7 @@ mod passthrough;
 mod prefetch;
 mod referrers;
 mod tags;
+mod uncached;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -136,6 +137,8 @@ pub struct PullThrough {
     fill_min_bytes_per_sec: u64,
     /// Notified whenever a blob lands in the store (the disk ceiling is checked then).
     pub blob_stored: Arc<tokio::sync::Notify>,
+    /// Below this much free space, uncached blobs are streamed to clients without being stored.
+    min_free_bytes: u64,
 }
 
 /// How many unknown tags are remembered at most.
@@ -169,12 +172,18 @@ impl PullThrough {
             fills: Arc::new(DashMap::new()),
             fill_writers: Arc::new(FillWriters::new(config.max_concurrent_fills)),
             blob_stored: Arc::new(tokio::sync::Notify::new()),
+            min_free_bytes: config.min_free_bytes.as_u64(),
         })
     }
 
     /// Whether a blob is being downloaded from any registry (it may be indexed but not yet renamed into place).
     pub fn is_filling(&self, digest: &str) -> bool {
         self.fills.iter().any(|f| f.key().digest.as_str() == digest)
+    }
+
+    /// The free-space floor of the blob filesystem (readiness reports below it).
+    pub fn min_free_bytes(&self) -> u64 {
+        self.min_free_bytes
     }
 
     /// The upstreams, for routing (aliases) and auth decisions.

@@ -115,6 +115,10 @@ impl PullThrough {
         match self.blob(target, digest).await? {
             (BlobSource::Cached { size, .. }, CacheStatus::Hit) => Ok((size, false)),
             (BlobSource::Cached { size, .. }, CacheStatus::Miss) => Ok((size, true)),
+            (BlobSource::Uncached { .. }, _) => Err(RegistryError::internal(
+                "load",
+                format!("no room to store {digest}: the blob filesystem is below min_free_bytes"),
+            )),
             (BlobSource::Filling { fill, .. }, _) => {
                 let mut rx = fill.subscribe();
                 let size = loop {

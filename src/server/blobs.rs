@@ -39,6 +39,14 @@ pub async fn serve(
                 .map_err(|e| RegistryError::internal("read blob", e))?;
             Ok(respond(&digest, body, size, range, status))
         }
+        // Not stored (the disk is full): the whole blob, whatever the Range asked (a server may ignore Range).
+        BlobSource::Uncached { body, size } => {
+            let body = Body::from_stream(body);
+            Ok(match size {
+                Some(size) => respond(&digest, body, size, None, status),
+                None => respond_unsized(&digest, body, status),
+            })
+        }
         BlobSource::Filling { fill, size } => {
             // A fill that failed already gets a proper error answer rather than an aborted body.
             if let Some(err) = fill.failure() {

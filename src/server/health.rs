@@ -15,9 +15,6 @@ use axum::http::{header, HeaderValue, Response, StatusCode};
 
 use super::AppState;
 
-/// Below this much free space on the blob directory's filesystem, the cache is not ready.
-const MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
-
 /// Whether the server is shutting down (readiness fails first).
 #[derive(Clone, Default)]
 pub struct Lifecycle {
@@ -44,16 +41,17 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response<Body> {
         failed.push("shutting down".to_owned());
     }
     let store = state.cache.store.clone();
+    let min_free = state.cache.min_free_bytes();
     let checks = tokio::task::spawn_blocking(move || {
         let mut failed = Vec::new();
-        if let Err(err) = store.index_blocking().counts() {
+        if let Err(err) = store.index_blocking(|index| index.probe_write()) {
             failed.push(format!("index: {err}"));
         }
         if let Err(err) = store.blobs.probe_writable() {
             failed.push(format!("blob directory not writable: {err}"));
         }
         match store.blobs.free_bytes() {
-            Ok(free) if free < MIN_FREE_BYTES => {
+            Ok(free) if free < min_free => {
                 failed.push(format!("disk nearly full: {free} bytes free"))
             }
             Ok(_) => {}

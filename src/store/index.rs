@@ -54,6 +54,9 @@ pub enum IndexError {
     Decode(#[from] serde_json::Error),
     #[error("index: {0}")]
     Io(#[from] std::io::Error),
+    /// The index failed and could not be reopened yet.
+    #[error("index unavailable: it failed after an I/O error and could not be reopened yet")]
+    Unavailable,
 }
 
 impl IndexError {
@@ -62,6 +65,7 @@ impl IndexError {
         matches!(
             self,
             IndexError::Storage(redb::Error::PreviousIo | redb::Error::Io(_))
+                | IndexError::Unavailable
         )
     }
 }
@@ -435,6 +439,16 @@ impl Index {
                 }
             }
         }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Whether a write transaction can commit (redb refuses after an I/O error until reopened). Commits nothing
+    /// and skips the fsync.
+    pub fn probe_write(&self) -> IndexResult<()> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::None)?;
+        txn.open_table(META)?;
         txn.commit()?;
         Ok(())
     }
