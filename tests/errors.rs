@@ -40,9 +40,12 @@ async fn write_methods_are_405_unsupported() {
             format!("/v2/{host}/team/app/blobs/uploads/some-uuid"),
             format!("/v2/{host}/team/app/blobs/{ZERO_DIGEST}"),
             format!("/v2/team/app/manifests/v1?ns={host}"),
+            // Not an endpoint at all: still 405 for a method this registry never accepts, not 404.
+            "/".to_string(),
+            "/no/such/endpoint".to_string(),
         ];
         for path in &paths {
-            for method in ["POST", "PUT", "PATCH", "DELETE"] {
+            for method in ["POST", "PUT", "PATCH", "DELETE", "QUERY"] {
                 let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
                 let url = format!("{base}{path}");
                 let resp = send(

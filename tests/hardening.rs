@@ -311,7 +311,10 @@ async fn hostile_requests_get_clear_4xx_and_write_nothing() {
         for path in files_under(&data) {
             let relative = path.strip_prefix(&data).unwrap().to_string_lossy().into_owned();
             assert!(
-                relative == "index.redb" || relative.starts_with("blobs/sha256/") || relative.starts_with("blobs/tmp/"),
+                relative == "index.redb"
+                    || relative == "admin.sock"
+                    || relative.starts_with("blobs/sha256/")
+                    || relative.starts_with("blobs/tmp/"),
                 "unexpected file {relative}"
             );
         }

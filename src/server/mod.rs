@@ -94,7 +94,11 @@ async fn base(method: Method) -> Response<Body> {
     response
 }
 
-async fn not_found(uri: Uri) -> Response<Body> {
+async fn not_found(method: Method, uri: Uri) -> Response<Body> {
+    // A pull-only registry has no endpoint for other methods anywhere: 405 (with `Allow`), not 404.
+    if let Err(err) = check_read_method(&method) {
+        return err.into_response();
+    }
     RegistryError::EndpointUnknown(format!(
         "{} is not an endpoint of this registry",
         uri.path()
