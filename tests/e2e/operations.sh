@@ -179,6 +179,7 @@ ref() {
     s*) echo "$UP/shared/$1:$TAG" ;;
     p*) echo "$UP/prune/$1:$TAG" ;;
     m*) echo "$UP/cap/$1:$TAG" ;;
+    r*) echo "$UP/recent/$1:$TAG" ;;
     *) echo "$UP/ops/$1:$TAG" ;;
   esac
 }
@@ -271,7 +272,7 @@ step_build_images() {
   for v in $MULTI; do build_image "$TMP/layout-$v" "$v" "$KIB"; done
   build_single "$TMP/layout-s1" s1 256
   build_single "$TMP/layout-s2" s2 64 "$TMP/layout-s1/blobs/sha256/$(sed 's/^sha256://' "$TMP/expect/s1/layer")"
-  for v in $PRUNE_TARGETS; do build_single "$TMP/layout-$v" "$v" 64; done
+  for v in $PRUNE_TARGETS r1; do build_single "$TMP/layout-$v" "$v" 64; done
   for v in $CAPPED; do build_single "$TMP/layout-$v" "$v" "$CAP_KIB"; done
 }
 
@@ -308,19 +309,19 @@ step_stop_upstream() {
 
 step_push() {
   local v pids=() rc=0
-  for v in $MULTI s1 s2 $PRUNE_TARGETS $CAPPED; do
+  for v in $MULTI s1 s2 $PRUNE_TARGETS r1 $CAPPED; do
     sk copy --all --preserve-digests --dest-tls-verify=false "oci:$TMP/layout-$v:$TAG" "docker://$(ref "$v")" \
       >"$TMP/logs/push-$v.out" 2>&1 &
     pids+=("$!")
   done
   for v in "${pids[@]}"; do wait "$v" || rc=1; done
   [[ $rc -eq 0 ]] || { cat "$TMP"/logs/push-*.out >&2; return 1; }
-  for v in $MULTI s1 s2 $PRUNE_TARGETS $CAPPED; do
+  for v in $MULTI s1 s2 $PRUNE_TARGETS r1 $CAPPED; do
     sk inspect --raw --tls-verify=false "docker://$(ref "$v")" >"$TMP/push.raw"
     expect_eq "sha256:$(sha256_of "$TMP/push.raw")" "$(cat "$TMP/expect/$v/index.digest")" "upstream digest of $(ref "$v")"
   done
   rm -f "$TMP"/logs/push-*.out
-  echo "pushed $(wc -w <<<"$MULTI s1 s2 $PRUNE_TARGETS $CAPPED") images to $UP"
+  echo "pushed $(wc -w <<<"$MULTI s1 s2 $PRUNE_TARGETS r1 $CAPPED") images to $UP"
 }
 
 # ---------------------------------------------------------------------------------------------------------
@@ -340,7 +341,7 @@ EOF
 log_level: info
 default_registry: "$UP"
 tag_ttl: 10m
-max_cache_bytes: $CAP_BYTES
+max_cache_bytes: "$((CAP_BYTES / 1024))KiB"
 registries:
   - name: "$UP"
     scheme: http
@@ -443,26 +444,57 @@ step_load_again_cached() {
   n="$(since load2 "$UPLOG" | count '"GET /v2/[^ ]*/blobs/')"
   echo "upstream blob GETs during the second load: $n"
   expect_eq "$n" 0 "upstream blob GETs when loading cached images again"
-  if grep -aqiE 'cached|blobs_fetched.{0,4}0' "$TMP/out/load2.out" "$TMP/out/load2.err"; then
-    echo "the summary says the images were cached"
-  else
-    echo "note: the summary of the second load does not say 'cached' (only the upstream log shows it)"
-  fi
+  # the summary table: one row per image, nothing fetched, status cached
+  local v row
+  for v in a b c; do
+    row="$(grep -aF "$(ref "$v")" "$TMP/out/load2.out" || true)"
+    [[ "$row" == *cached* ]] || { echo "the summary row of $(ref "$v") does not say cached: '$row'" >&2; return 1; }
+  done
+  # the same through the API: POST /admin/v1/load answers blobs_fetched 0
+  mark load2api "$UPLOG"
+  expect_eq "$(admin_api /admin/v1/load -X POST -H 'Content-Type: application/json' \
+    -d "{\"image\":\"$(ref a)\",\"platforms\":[\"linux/amd64\",\"linux/arm64/v8\"]}")" 200 "POST /admin/v1/load of a cached image"
+  jq -c . "$TMP/api.body"
+  expect_eq "$(jq -r .digest "$TMP/api.body")" "$(cat "$TMP/expect/a/index.digest")" "digest in the load answer"
+  expect_eq "$(jq -r .blobs_fetched "$TMP/api.body")" 0 "blobs_fetched of a cached image"
+  expect_eq "$(jq -r .bytes_fetched "$TMP/api.body")" 0 "bytes_fetched of a cached image"
+  expect_eq "$(jq -r .blobs "$TMP/api.body")" 6 "blobs of a (2 platforms x (config + 2 layers))"
+  expect_eq "$(jq -r .manifests "$TMP/api.body")" 3 "manifests of a (index + 2)"
+  settle_uplog
+  expect_eq "$(since load2api "$UPLOG" | count '"GET /v2/[^ ]*/blobs/')" 0 "upstream blob GETs during POST /admin/v1/load"
 }
 
 step_stop_oci() { stop_oci; [[ ! -S "$DATA/admin.sock" ]] || echo "note: $DATA/admin.sock is still there after shutdown"; }
 
 step_load_direct() {
-  local args=() v
+  local args=() v row
+  cat >"$TMP/images2.txt" <<EOF
+# loaded with the server stopped
+
+$(ref d)
+$UP/ops/missing:$TAG
+Bad Ref!
+$(ref e)
+EOF
   mark load3 "$UPLOG"
-  run_ops load3 load --image "$(ref d)" --image "$(ref e)" --platform linux/amd64 --platform linux/arm64/v8
+  run_ops load3 load --image-file "$TMP/images2.txt" --platform linux/amd64 --platform linux/arm64/v8
   expect_mode load3 direct
-  expect_eq "$(rc_of load3)" 0 "exit status of a direct-mode load of good references"
+  [[ "$(rc_of load3)" != 0 ]] || { echo "direct-mode load exited 0 although two references failed" >&2; return 1; }
+  local line
+  line="$(grep -aF 'Bad Ref!' "$TMP/out/load3.err" || true)"
+  grep -aqiE 'invalid|pars|reference|format' <<<"$line" || { echo "direct mode: 'Bad Ref!' not named with a reason: '$line'" >&2; return 1; }
+  line="$(grep -aF 'ops/missing' "$TMP/out/load3.err" || true)"
+  grep -aqiE 'not found|unknown|404|missing|does not exist|no such' <<<"${line//ops\/missing/}" \
+    || { echo "direct mode: the missing image not named with a reason: '$line'" >&2; return 1; }
+  for v in d e; do
+    row="$(grep -aF "$(ref "$v")" "$TMP/out/load3.out" || true)"
+    [[ "$row" == *loaded* ]] || { echo "the summary row of $(ref "$v") does not say loaded: '$row'" >&2; return 1; }
+  done
   # single-platform images, several at once
-  for v in s1 s2 $PRUNE_TARGETS; do args+=(--image "$(ref "$v")"); done
+  for v in s1 s2 $PRUNE_TARGETS r1; do args+=(--image "$(ref "$v")"); done
   run_ops load3b load "${args[@]}" --parallel 4
   expect_mode load3b direct
-  expect_eq "$(rc_of load3b)" 0 "exit status of a direct-mode load of 8 single-platform images with --parallel 4"
+  expect_eq "$(rc_of load3b)" 0 "exit status of a direct-mode load of 9 single-platform images with --parallel 4"
   settle_uplog
   local n
   n="$(since load3 "$UPLOG" | count "\"GET /v2/ops/d/blobs/$(largest_blob d arm64) ")"
@@ -582,13 +614,19 @@ step_list_admin_direct() {
   start_oci
   expect_mode list_direct direct
   expect_eq "$rc_direct" 0 "exit status of list (direct mode)"
+  if diff -q <(jq -S . "$TMP/out/list_admin.out") <(jq -S . "$TMP/out/list_direct.out") >/dev/null; then
+    echo "list --output json: admin and direct mode identical, last_pulled and pull_count included"
+  else
+    echo "note: admin and direct list differ in volatile fields:"
+    diff <(jq -S . "$TMP/out/list_admin.out") <(jq -S . "$TMP/out/list_direct.out") | head -20 || true
+  fi
   normalized "$TMP/out/list_admin.out" >"$TMP/list_admin.norm"
   normalized "$TMP/out/list_direct.out" >"$TMP/list_direct.norm"
   if ! diff -u "$TMP/list_admin.norm" "$TMP/list_direct.norm"; then
     echo "list --output json differs between admin and direct mode (without last_pulled, pull_count)" >&2; return 1
   fi
   local want v
-  want="$(for v in a b c d e s1 s2 $PRUNE_TARGETS; do ref "$v"; done | sort | tr '\n' ' ')"
+  want="$(for v in a b c d e s1 s2 $PRUNE_TARGETS r1; do ref "$v"; done | sort | tr '\n' ' ')"
   expect_eq "$(refs_of "$TMP/out/list_admin.out" | tr '\n' ' ')" "$want" "references listed"
   # per-image facts: digest = what the tag points at; platforms of a multi-platform image; size covers the blobs
   local img
@@ -636,13 +674,13 @@ step_stats() {
   for k in version schema_version db blobs_dir manifests tags blobs blob_bytes images pins max_cache_bytes free_bytes; do
     jq -e --arg k "$k" 'has($k)' "$f" >/dev/null || { echo "stats lacks \"$k\"" >&2; return 1; }
   done
-  expect_eq "$(jq -r .images "$f")" 13 "stats.images (a-e, s1, s2, p1-p6)"
+  expect_eq "$(jq -r .images "$f")" 14 "stats.images (a-e, s1, s2, p1-p6, r1)"
   expect_eq "$(jq -r .max_cache_bytes "$f")" null "stats.max_cache_bytes without a ceiling"
   expect_eq "$(jq -r .blobs "$f")" "$(blob_count "$DATA")" "stats.blobs vs blob files on disk"
   expect_eq "$(jq -r .blob_bytes "$f")" "$(blob_bytes "$DATA")" "stats.blob_bytes vs the blob files' sizes"
   # the same through the HTTP API
   expect_eq "$(admin_api /admin/v1/stats)" 200 "GET /admin/v1/stats"
-  expect_eq "$(jq -r .images "$TMP/api.body")" 13 "images in GET /admin/v1/stats"
+  expect_eq "$(jq -r .images "$TMP/api.body")" 14 "images in GET /admin/v1/stats"
 }
 
 # ---------------------------------------------------------------------------------------------------------
@@ -683,6 +721,33 @@ step_prune_dry_run() {
   run_ops pdry_t prune --dry-run --pattern "$UP/ops/c" --older-than 0s
   expect_eq "$(rc_of pdry_t)" 0 "exit status of prune --dry-run (table)"
   grep -aqF "$UP/ops/c" "$TMP/out/pdry_t.out" || { echo "table of prune --dry-run does not name the image" >&2; return 1; }
+}
+
+# A pull a moment ago counts for --older-than even before the server has written its batched access times to
+# the index (docs/design.md: "a background task writes the whole batch every few seconds").
+step_prune_recent_pull() {
+  # r1 was loaded (direct mode) long before and never pulled since; pull it now, then prune at once
+  sleep 2.5
+  expect_eq "$(manifest_status "$OCI" r1)" 200 "r1's tag through ociregistry"
+  local now
+  now="$(date +%s)"
+  run_ops prec prune --dry-run --pattern "$UP/recent/*" --older-than 2s --output json
+  run_ops prec_list list --pattern "$UP/recent/*" --output json
+  run_ops prec2 prune --pattern "$UP/recent/*" --older-than 2s --output json
+  local lp
+  lp="$(jq -r '(if type == "array" then . else .images end) | .[0].last_pulled' "$TMP/out/prec_list.out")"
+  echo "r1 pulled at $now; list (admin mode) right after shows last_pulled $lp"
+  expect_eq "$(rc_of prec)" 0 "exit status of prune --dry-run"
+  expect_eq "$(rc_of prec2)" 0 "exit status of prune"
+  local fail=0 d
+  [[ "$(refs_of "$TMP/out/prec.out" | wc -l)" -eq 0 ]] || { echo "prune --dry-run --older-than 2s would remove r1, pulled $(( $(date +%s) - now )) s before" >&2; fail=1; }
+  [[ "$(refs_of "$TMP/out/prec2.out" | wc -l)" -eq 0 ]] || { echo "prune --older-than 2s REMOVED r1, pulled moments before" >&2; fail=1; }
+  # (informational: list reading the index before the server's 10 s access-time flush shows an older time)
+  [[ $((now - lp)) -le 2 ]] || echo "note: list shows r1 last pulled $((now - lp)) s before the pull that just happened" >&2
+  while read -r d; do
+    [[ -f "$(blob_file "$d" "$DATA")" ]] || { echo "r1's blob $d is gone" >&2; fail=1; }
+  done <"$TMP/expect/r1/own.blobs"
+  [[ $fail -eq 0 ]]
 }
 
 step_prune_shared() {
@@ -982,8 +1047,32 @@ step_unpin() {
   # unpin of something not pinned
   run_ops_cap cunpin2 unpin "$(ref m1)"
   echo "unpin of a reference that is not pinned: exit $(rc_of cunpin2)"
-  echo "capped instance stopped (status $(stop_bg oci-cap 15))"
 }
+
+# Eviction order counts a pull seconds ago, before the server has written it to the index (every 10 s).
+step_cap_recent_pull() {
+  # cached now, pulled in this order: m7, m2, m3. Pull m7 again, then a new image: m2 is the least recently
+  # pulled and must go, not m7.
+  local refs
+  refs="$(cap_refs cap_pre)"
+  echo "cached: $refs"
+  sleep 1.1
+  pull_skopeo "$OCI_CAP" m7 cap-m7-again >/dev/null
+  sleep 1.1
+  pull_skopeo "$OCI_CAP" m4 cap-m4-again >/dev/null
+  local settled
+  for _ in $(seq 1 120); do
+    settled="$(blob_bytes "$DATA_CAP")"
+    [[ "$settled" -le "$CAP_BYTES" ]] && break
+    sleep 0.1
+  done
+  refs="$(cap_refs cap_post)"
+  echo "cached after pulling m7 again and then m4: $refs ($settled bytes)"
+  [[ " $refs" == *" $(ref m7) "* ]] || { echo "m7, pulled 1 s before, was evicted (its pull was not yet in the index)" >&2; return 1; }
+  [[ " $refs" != *" $(ref m2) "* ]] || { echo "m2, the least recently pulled, was not evicted" >&2; return 1; }
+}
+
+step_stop_cap() { echo "capped instance stopped (status $(stop_bg oci-cap 15))"; }
 
 # ---------------------------------------------------------------------------------------------------------
 # admin HTTP API details (Unix socket)
@@ -1135,7 +1224,7 @@ critical_step "ociregistry serve starts; admin socket mode 0600 answers GET /adm
 run_step "load --image-file (comments, blanks, 3 good, 'Bad Ref!', a missing image) via the server: good ones loaded, exit != 0, failures named with reasons" step_load_admin
 run_step "load again: every blob already cached, no upstream blob GET" step_load_again_cached
 run_step "ociregistry exits 0 on SIGTERM" step_stop_oci
-run_step "load in direct mode (server stopped): --image (x2 with --platform, x8 with --parallel 4) loaded, exit 0; bad reference named" step_load_direct
+run_step "load in direct mode (server stopped): --image-file (2 good, bad, missing: exit != 0, named), --image x9 --parallel 4 (exit 0)" step_load_direct
 critical_step "ociregistry serve starts again" start_oci
 run_step "DB locked by the server and no socket at --admin-socket: clear error, exit 1" step_locked_no_socket
 critical_step "stop the upstream docker-registry" step_stop_upstream
@@ -1145,6 +1234,7 @@ run_step "list --output json: admin mode == direct mode; digests, platforms, siz
 run_step "list --pattern filters (exact, *, **), table with human sizes, yaml" step_list_pattern_table
 run_step "stats --output json matches the blob files on disk" step_stats
 run_step "prune --dry-run: reports the image, counts and bytes_freed, deletes nothing" step_prune_dry_run
+run_step "prune --older-than 2s right after a pull (access times not yet flushed) keeps the image" step_prune_recent_pull
 run_step "prune of an image sharing a layer: shared blob kept, kept image pulls completely (upstream down)" step_prune_shared
 run_step "prune while 20 clients pull other images (upstream down): zero failures" step_prune_concurrent
 critical_step "upstream docker-registry starts again" step_restart_upstream
@@ -1153,6 +1243,8 @@ run_step "invalidate: a tag -> next pull goes upstream (new manifest GET); a dig
 run_step "admin API over the socket: images?pattern, 404/405/400 errors, NOT_CACHED, pin/unpin, pinned not pruned" step_api_errors
 run_step "max_cache_bytes: blob files stay under the ceiling, pinned image survives, oldest evicted" step_cap_pin
 run_step "unpin: pin list empties, the unpinned image is evicted like any other" step_unpin
+run_step "max_cache_bytes: an image pulled 1 s before (access time not yet flushed) is not the one evicted" step_cap_recent_pull
+run_step "capped instance stops" step_stop_cap
 if [[ $ADMIN_TCP_SUPPORTED -eq 1 ]]; then
   run_step "admin API on TCP: no/wrong token 401, bearer token 200, CLI --server --token-file" step_admin_tcp
 else
