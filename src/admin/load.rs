@@ -90,7 +90,8 @@ pub async fn run(
                     size(report.prefetch.bytes_fetched)
                 )
             }
-            Err(message) => format!("FAILED {} ({}): {message}", wanted.reference, wanted.origin),
+            // The reason is printed once, with the summary.
+            Err(_) => format!("FAILED {} ({})", wanted.reference, wanted.origin),
         };
         match &bar {
             Some(bar) => {

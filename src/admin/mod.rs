@@ -245,7 +245,10 @@ impl Operations {
             .map_err(|e| AdminError::bad(format!("{text:?}: {}", e.message())))
     }
 
+    /// The index as of now: pending access times (batched by the server every 10 s) are written first, so
+    /// that a pull of a moment ago counts.
     async fn snapshot(&self) -> AdminResult<Snapshot> {
+        self.store.flush_access_times().await?;
         Ok(self.store.index(|index| index.snapshot()).await?)
     }
 
@@ -399,6 +402,8 @@ impl Operations {
     /// Commits a removal to the index, then unlinks blob files and forgets hot entries. A crash between the
     /// commit and the unlinks leaves files no entry knows, which the sweep removes.
     async fn apply(&self, removal: Removal) -> AdminResult<crate::store::Removed> {
+        // Pulls since the plan was made reach the index first, so that the removal skips their images.
+        self.store.flush_access_times().await?;
         let removed = self
             .store
             .index(move |index| index.remove(&removal))
@@ -441,6 +446,9 @@ impl Operations {
         let snapshot = self.snapshot().await?;
         let catalog = Catalog::new(&snapshot);
         let doomed = selection.select(&catalog, now);
+        // Chosen by age: an image pulled since the plan (or in its second) is no longer that old, and stays.
+        // Chosen by name alone: it goes, as asked.
+        let planned_at = if older_than.is_some() { now } else { u64::MAX };
         // Blobs nothing references go too once they are past the age limit (and the orphan grace).
         let extra = if request.pattern.is_none() && request.keep_latest.is_none() {
             let age = older_than
@@ -452,7 +460,7 @@ impl Operations {
             BTreeSet::new()
         };
         let report = self
-            .remove_roots(&snapshot, &doomed, extra, now, request.dry_run)
+            .remove_roots(&snapshot, &doomed, extra, planned_at, request.dry_run)
             .await?;
         if !request.dry_run {
             let sweep = self.sweep_locked().await?;
@@ -476,6 +484,7 @@ impl Operations {
             return Ok(None);
         };
         let _one_at_a_time = self.removing.lock().await;
+        let now = unix_now();
         let snapshot = self.snapshot().await?;
         let total: u64 = snapshot.blobs.values().map(|b| b.size).sum();
         if total <= ceiling {
@@ -484,9 +493,9 @@ impl Operations {
         let catalog = Catalog::new(&snapshot);
         let target = ceiling - ceiling / 10;
         let doomed = plan::eviction(&catalog, target);
-        let extra = catalog.unreferenced_blobs(unix_now().saturating_sub(ORPHAN_GRACE_SECS));
+        let extra = catalog.unreferenced_blobs(now.saturating_sub(ORPHAN_GRACE_SECS));
         let report = self
-            .remove_roots(&snapshot, &doomed, extra, unix_now(), false)
+            .remove_roots(&snapshot, &doomed, extra, now, false)
             .await?;
         tracing::info!(
             ceiling,
@@ -667,12 +676,13 @@ impl Operations {
                         format!("{canonical} is pinned; unpin it first"),
                     ));
                 }
+                // Asked for explicitly: removed even if pulled a moment ago.
                 let report = self
                     .remove_roots(
                         &snapshot,
                         &BTreeSet::from([digest]),
                         BTreeSet::new(),
-                        unix_now(),
+                        u64::MAX,
                         false,
                     )
                     .await?;

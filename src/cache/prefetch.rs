@@ -87,7 +87,22 @@ impl PullThrough {
         } else {
             vec![root]
         };
+        let single = images.len() == 1 && report.platforms.is_empty();
         for image in images {
+            if single {
+                // A single-platform image states its platform in its config.
+                if let Some(config) = crate::manifest::image_config_digest(&image.body)
+                    .and_then(|d| d.parse::<Digest>().ok())
+                {
+                    self.prefetch_blob(target, &config).await?;
+                    if let Some(p) = std::fs::read(self.store.blobs.path(&config))
+                        .ok()
+                        .and_then(|bytes| crate::manifest::config_platform(&bytes))
+                    {
+                        report.platforms.push(p.to_string());
+                    }
+                }
+            }
             let info = crate::manifest::inspect(
                 &image.body,
                 Some(image.content_type.to_str().unwrap_or_default()),

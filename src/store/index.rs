@@ -127,7 +127,7 @@ pub struct Snapshot {
     pub pins: BTreeMap<String, PinRecord>,
 }
 
-/// What a removal may delete. Each manifest and blob is removed only if it was not pulled after
+/// What a removal may delete. Each manifest and blob is removed only if it was not pulled at or after
 /// `planned_at` (a pull racing the plan keeps its image); tags go with their manifest.
 #[derive(Debug, Default)]
 pub struct Removal {
@@ -554,7 +554,7 @@ impl Index {
                     None => None,
                 };
                 let Some(meta) = meta else { continue };
-                if meta.last_pulled > removal.planned_at {
+                if meta.last_pulled >= removal.planned_at {
                     continue;
                 }
                 metas.remove(digest.as_str())?;
@@ -593,7 +593,7 @@ impl Index {
                     None => None,
                 };
                 match meta {
-                    Some(meta) if meta.last_pulled > removal.planned_at => continue,
+                    Some(meta) if meta.last_pulled >= removal.planned_at => continue,
                     Some(meta) => {
                         blobs.remove(digest.as_str())?;
                         removed.blobs.push((digest.clone(), meta.size));
@@ -676,16 +676,16 @@ mod tests {
             }
         );
 
-        // Removal planned before a pull keeps what was pulled since.
+        // Removal planned before (or in the second of) a pull keeps what was pulled.
         let removal = Removal {
             manifests: ["sha256:m1".to_string()].into(),
             blobs: ["sha256:aa".to_string()].into(),
             tags: BTreeSet::new(),
-            planned_at: 8,
+            planned_at: 9,
         };
         assert_eq!(index.remove(&removal).unwrap(), Removed::default());
         let removal = Removal {
-            planned_at: 9,
+            planned_at: 10,
             ..removal
         };
         let removed = index.remove(&removal).unwrap();
