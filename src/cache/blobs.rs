@@ -43,13 +43,13 @@ impl PullThrough {
     ) -> Result<(BlobSource, CacheStatus), RegistryError> {
         if let Some((file, size)) = self.open_cached_blob(digest)? {
             self.confirm_shared_blob(target, digest).await?;
-            self.store.access.blob(digest.as_str());
+            self.store.access.blob(digest.as_str(), &target.to_string());
             return Ok((BlobSource::Cached { file, size }, CacheStatus::Hit));
         }
         let fill = match self.start_or_join_fill(target, digest)? {
             Fill::Started(fill) => fill,
             Fill::Landed(file, size) => {
-                self.store.access.blob(digest.as_str());
+                self.store.access.blob(digest.as_str(), &target.to_string());
                 return Ok((BlobSource::Cached { file, size }, CacheStatus::Hit));
             }
             Fill::NoSpace(why) => return self.uncached_blob(target, digest, &why).await,

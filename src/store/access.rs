@@ -16,11 +16,31 @@ pub struct AccessRecorder {
 }
 
 /// The accesses of one digest since the last flush.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Access {
     /// Unix seconds of the latest.
     pub at: u64,
     pub count: u64,
+    /// `registry/repository`s it was served through (blobs only; a few at most per flush).
+    pub repositories: Vec<Box<str>>,
+}
+
+/// Repositories remembered per blob and flush; more are rare (a blob shared by many images pulled within
+/// seconds) and are recorded at a later flush.
+const MAX_REPOSITORIES: usize = 8;
+
+impl Access {
+    fn hit(&mut self, now: u64, repository: Option<&str>) {
+        self.at = now;
+        self.count += 1;
+        if let Some(r) = repository {
+            if self.repositories.len() < MAX_REPOSITORIES
+                && !self.repositories.iter().any(|x| &**x == r)
+            {
+                self.repositories.push(r.into());
+            }
+        }
+    }
 }
 
 /// One drained batch.
@@ -36,20 +56,14 @@ impl AccessBatch {
     }
 }
 
-fn record(map: &DashMap<Box<str>, Access>, digest: &str) {
+fn record(map: &DashMap<Box<str>, Access>, digest: &str, repository: Option<&str>) {
     let now = unix_now();
     // Updating in place avoids allocating a key for digests already pending.
     if let Some(mut access) = map.get_mut(digest) {
-        access.at = now;
-        access.count += 1;
+        access.hit(now, repository);
         return;
     }
-    map.entry(digest.into())
-        .and_modify(|a| {
-            a.at = now;
-            a.count += 1;
-        })
-        .or_insert(Access { at: now, count: 1 });
+    map.entry(digest.into()).or_default().hit(now, repository);
 }
 
 fn drain(map: &DashMap<Box<str>, Access>) -> Vec<(String, Access)> {
@@ -64,12 +78,12 @@ fn drain(map: &DashMap<Box<str>, Access>) -> Vec<(String, Access)> {
 impl AccessRecorder {
     /// Notes that a manifest was served now.
     pub fn manifest(&self, digest: &str) {
-        record(&self.manifests, digest);
+        record(&self.manifests, digest, None);
     }
 
-    /// Notes that a blob was served now.
-    pub fn blob(&self, digest: &str) {
-        record(&self.blobs, digest);
+    /// Notes that a blob was served now through `repository` (`registry/repository`).
+    pub fn blob(&self, digest: &str, repository: &str) {
+        record(&self.blobs, digest, Some(repository));
     }
 
     /// Takes everything pending.
@@ -90,11 +104,17 @@ mod tests {
         let rec = AccessRecorder::default();
         rec.manifest("sha256:a");
         rec.manifest("sha256:a");
-        rec.blob("sha256:b");
+        rec.blob("sha256:b", "r.io/a");
+        rec.blob("sha256:b", "r.io/b");
+        rec.blob("sha256:b", "r.io/a");
         let batch = rec.drain();
         assert_eq!(batch.manifests.len(), 1);
         assert_eq!(batch.manifests[0].1.count, 2);
         assert_eq!(batch.blobs.len(), 1);
+        assert_eq!(
+            batch.blobs[0].1.repositories,
+            vec!["r.io/a".into(), "r.io/b".into()]
+        );
         assert!(rec.drain().is_empty());
     }
 }

@@ -430,6 +430,9 @@ impl Index {
                         .map(|mut m| {
                             m.last_pulled = m.last_pulled.max(access.at);
                             m.pull_count = m.pull_count.saturating_add(access.count);
+                            for repository in &access.repositories {
+                                add_unique(&mut m.repositories, repository);
+                            }
                             m
                         }),
                     None => None,
@@ -613,7 +616,11 @@ mod tests {
     use super::*;
 
     fn at(at: u64, count: u64) -> Access {
-        Access { at, count }
+        Access {
+            at,
+            count,
+            repositories: Vec::new(),
+        }
     }
 
     #[test]
@@ -647,7 +654,13 @@ mod tests {
             index
                 .touch(
                     &[("sha256:m1".into(), at(9, 3))],
-                    &[("sha256:aa".into(), at(8, 1))],
+                    &[(
+                        "sha256:aa".into(),
+                        Access {
+                            repositories: vec!["docker.io/library/y".into()],
+                            ..at(8, 1)
+                        },
+                    )],
                 )
                 .unwrap();
         }
@@ -665,7 +678,12 @@ mod tests {
                 .digest,
             "sha256:m1"
         );
-        assert_eq!(index.blob("sha256:aa").unwrap().unwrap().last_pulled, 8);
+        let blob = index.blob("sha256:aa").unwrap().unwrap();
+        assert_eq!(blob.last_pulled, 8);
+        assert_eq!(
+            blob.repositories,
+            vec!["docker.io/library/x", "docker.io/library/y"]
+        );
         assert_eq!(index.referenced_by("sha256:bb").unwrap(), vec!["sha256:m1"]);
         assert_eq!(
             index.counts().unwrap(),
