@@ -203,6 +203,9 @@ pub struct ServeArgs {
     /// File holding the bearer token of --admin-listen.
     #[arg(long)]
     pub admin_token_file: Option<PathBuf>,
+    /// Serve Prometheus metrics on /metrics: a port (on --listen's address) or an address, e.g. 2112.
+    #[arg(long)]
+    pub metrics: Option<crate::config::MetricsListen>,
 }
 
 impl ServeArgs {
@@ -237,6 +240,9 @@ impl ServeArgs {
         }
         if let Some(file) = self.admin_token_file {
             config.admin_token_file = Some(file);
+        }
+        if let Some(metrics) = self.metrics {
+            config.metrics = Some(metrics);
         }
         if let (Some(cert_file), Some(key_file)) = (self.tls_cert, self.tls_key) {
             config.server_tls = Some(crate::config::ServerTlsConfig {

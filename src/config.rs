@@ -103,6 +103,53 @@ pub struct Config {
     /// Free space the blob filesystem keeps: below it `/readyz` fails and uncached blobs are streamed to
     /// clients without being stored (pulls keep working on a full disk). An integer or a size (`64MiB`).
     pub min_free_bytes: bytesize::ByteSize,
+    /// Serve Prometheus metrics on `/metrics` of this port (on `listen`'s address) or address. Off by default.
+    pub metrics: Option<MetricsListen>,
+}
+
+/// Where the metrics listener binds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsListen {
+    /// A port on the IP of `listen`.
+    Port(u16),
+    Address(SocketAddr),
+}
+
+impl std::str::FromStr for MetricsListen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<MetricsListen, String> {
+        if let Ok(port) = text.parse::<u16>() {
+            if port == 0 {
+                return Err("metrics: port 0 is not a port to scrape".into());
+            }
+            return Ok(MetricsListen::Port(port));
+        }
+        text.parse::<SocketAddr>()
+            .map(MetricsListen::Address)
+            .map_err(|_| {
+                format!("metrics: {text:?} is neither a port (2112) nor an address (0.0.0.0:2112)")
+            })
+    }
+}
+
+impl<'de> Deserialize<'de> for MetricsListen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MetricsListen, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Port(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Port(port) => u16::try_from(port)
+                .ok()
+                .filter(|p| *p != 0)
+                .map(MetricsListen::Port)
+                .ok_or_else(|| serde::de::Error::custom(format!("port {port} is not 1-65535"))),
+            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 /// TLS of the server itself. The files are re-read when they change, without dropping connections.
@@ -386,6 +433,7 @@ impl Default for Config {
             prune_interval: Duration::from_secs(3600),
             max_cache_bytes: None,
             min_free_bytes: bytesize::ByteSize::mib(64),
+            metrics: None,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod digest;
 pub mod error;
 pub mod logging;
 pub mod manifest;
+pub mod metrics;
 pub mod reference;
 pub mod route;
 pub mod server;

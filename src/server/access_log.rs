@@ -18,7 +18,9 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub async fn log_request(request: Request, next: Next) -> Response {
     let id = request_id::next();
-    if !tracing::enabled!(target: "access", tracing::Level::INFO) {
+    let logging = tracing::enabled!(target: "access", tracing::Level::INFO);
+    let metrics = crate::metrics::enabled();
+    if !logging && !metrics {
         let mut response = next.run(request).await;
         set_common_headers(&mut response, id);
         return response;
@@ -31,16 +33,33 @@ pub async fn log_request(request: Request, next: Next) -> Response {
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     let mut response = next.run(request).await;
+    let error_code = response
+        .extensions()
+        .get::<super::errors::ErrorDetail>()
+        .map(|d| d.0.code());
     set_common_headers(&mut response, id);
+    let elapsed = start.elapsed();
     let bytes = response
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let cache = response
-        .extensions()
-        .get::<CacheStatus>()
-        .map_or("-", |c| c.as_str());
+    let cache_status = response.extensions().get::<CacheStatus>().copied();
+    if metrics {
+        super::telemetry::record(
+            super::telemetry::endpoint(uri.path()),
+            &method,
+            response.status().as_u16(),
+            elapsed,
+            bytes,
+            cache_status,
+            error_code,
+        );
+    }
+    if !logging {
+        return response;
+    }
+    let cache = cache_status.map_or("-", |c| c.as_str());
     tracing::info!(
         target: "access",
         id = %id,
@@ -49,7 +68,7 @@ pub async fn log_request(request: Request, next: Next) -> Response {
         query = %uri.query().unwrap_or(""),
         status = response.status().as_u16(),
         bytes,
-        latency_us = start.elapsed().as_micros() as u64,
+        latency_us = elapsed.as_micros() as u64,
         client = %client.map_or(String::from("-"), |ip| ip.to_string()),
         cache = %cache,
     );

@@ -13,6 +13,7 @@ mod path;
 mod range;
 mod referrers;
 mod request_id;
+mod telemetry;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -188,6 +189,18 @@ fn query_value(uri: &Uri, key: &str) -> Option<String> {
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    // Before anything creates an instrument: they bind to the provider present when first used.
+    let metrics = match config.metrics {
+        Some(metrics) => {
+            let addr = crate::metrics::address(&metrics, config.listen);
+            let exporter = crate::metrics::install()?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics listener {addr}"))?;
+            Some((listener, exporter))
+        }
+        None => None,
+    };
     let db = config.db_path();
     let blobs = config.blobs_path();
     let store = Arc::new(Store::open(&db, &blobs)?);
@@ -231,6 +244,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             },
         },
         admin_socket = %admin_socket.display(),
+        metrics = ?metrics.as_ref().and_then(|(l, _)| l.local_addr().ok()),
         admin_listen = ?admin_tcp.as_ref().and_then(|(l, _)| l.local_addr().ok()),
         max_cache_bytes = ?config.max_cache_bytes.map(|b| b.as_u64()),
         prune_older_than = ?config.prune_older_than,
@@ -252,6 +266,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (stopping_tx, stopping) = watch::channel(false);
     let flusher = tokio::spawn(flush_access_times(store.clone(), stopping));
     let admin_stop = tokio_util::sync::CancellationToken::new();
+    let _metrics_task = metrics.map(|(listener, exporter)| {
+        AbortOnDrop(tokio::spawn(crate::metrics::serve(
+            listener,
+            exporter,
+            admin_stop.clone(),
+        )))
+    });
     let _admin_tasks = spawn_admin(&config, ops, admin_unix, admin_tcp, admin_stop.clone());
     // Installed before "listening on" is logged: a SIGTERM that arrives right after start-up (a supervisor
     // changing its mind, a test) must shut down gracefully, not kill the process.

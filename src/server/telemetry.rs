@@ -1,0 +1,98 @@
+//! Request metrics: requests by endpoint kind, method and status; latency to the response head; API errors by
+//! OCI code; bytes served from the cache and from upstream fills. Labels are bounded: never a repository or
+//! a digest.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use opentelemetry::metrics::{Counter, Histogram};
+use opentelemetry::KeyValue;
+
+use crate::cache::CacheStatus;
+
+struct Instruments {
+    requests: Counter<u64>,
+    duration: Histogram<f64>,
+    errors: Counter<u64>,
+    served: Counter<u64>,
+}
+
+static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
+    let meter = crate::metrics::meter();
+    Instruments {
+        requests: meter
+            .u64_counter("ociregistry_http_requests")
+            .with_description("Requests to the registry API, by endpoint kind, method and status")
+            .build(),
+        duration: meter
+            .f64_histogram("ociregistry_http_request_duration")
+            .with_unit("s")
+            .with_description("Time to the response head, by endpoint kind and method")
+            .with_boundaries(crate::metrics::LATENCY_BUCKETS.to_vec())
+            .build(),
+        errors: meter
+            .u64_counter("ociregistry_http_errors")
+            .with_description("API error answers, by OCI error code")
+            .build(),
+        served: meter
+            .u64_counter("ociregistry_served")
+            .with_unit("By")
+            .with_description("Bytes of manifest and blob bodies answered, by cache hit or miss")
+            .build(),
+    }
+});
+
+/// The kind of endpoint a path is, for labels.
+pub fn endpoint(path: &str) -> &'static str {
+    if path == "/v2" || path == "/v2/" {
+        "base"
+    } else if path.contains("/manifests/") {
+        "manifest"
+    } else if path.contains("/blobs/") {
+        "blob"
+    } else if path.contains("/referrers/") {
+        "referrers"
+    } else {
+        "other"
+    }
+}
+
+/// Records one answered request.
+pub fn record(
+    endpoint: &'static str,
+    method: &axum::http::Method,
+    status: u16,
+    elapsed: Duration,
+    bytes: Option<u64>,
+    cache: Option<CacheStatus>,
+    error_code: Option<&'static str>,
+) {
+    let i = &*INSTRUMENTS;
+    let method = match *method {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::HEAD => "HEAD",
+        _ => "other",
+    };
+    i.requests.add(
+        1,
+        &[
+            KeyValue::new("endpoint", endpoint),
+            KeyValue::new("method", method),
+            KeyValue::new("status", i64::from(status)),
+        ],
+    );
+    i.duration.record(
+        elapsed.as_secs_f64(),
+        &[
+            KeyValue::new("endpoint", endpoint),
+            KeyValue::new("method", method),
+        ],
+    );
+    if let Some(code) = error_code {
+        i.errors.add(1, &[KeyValue::new("code", code)]);
+    }
+    if let (Some(bytes), Some(cache), "GET") = (bytes, cache, method) {
+        i.served
+            .add(bytes, &[KeyValue::new("cache", cache.as_str())]);
+    }
+}
