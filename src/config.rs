@@ -146,7 +146,9 @@ impl<'de> Deserialize<'de> for MetricsListen {
                 .ok()
                 .filter(|p| *p != 0)
                 .map(MetricsListen::Port)
-                .ok_or_else(|| serde::de::Error::custom(format!("port {port} is not 1-65535"))),
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!("metrics: port {port} is not 1-65535"))
+                }),
             Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
         }
     }
@@ -553,6 +555,10 @@ impl Config {
         anyhow::ensure!(
             !self.prune_interval.is_zero(),
             "prune_interval: must be longer than 0s"
+        );
+        anyhow::ensure!(
+            self.prune_older_than.is_none_or(|d| !d.is_zero()),
+            "prune_older_than: must be longer than 0s (0s would remove every unpinned image at each run)"
         );
         anyhow::ensure!(
             self.max_cache_bytes.is_none_or(|b| b.as_u64() > 0),

@@ -172,6 +172,7 @@ fn schema_defaults_are_the_loaders_defaults() {
                         | "admin_token_file"
                         | "prune_older_than"
                         | "max_cache_bytes"
+                        | "metrics"
                 ),
                 "{key} has no default in the schema"
             ),

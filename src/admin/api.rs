@@ -47,7 +47,6 @@ pub fn router(ops: Arc<Operations>) -> Router {
         .route("/admin/v1/pin", post(pin))
         .route("/admin/v1/unpin", post(unpin))
         .route("/admin/v1/invalidate", post(invalidate))
-        .route("/admin/v1/sweep", post(sweep))
         .fallback(|| async {
             error_response(StatusCode::NOT_FOUND, "NOT_FOUND", "no such admin endpoint")
         })
@@ -127,10 +126,6 @@ async fn invalidate(
     Ok(Json(ops.invalidate(&r.reference).await?).into_response())
 }
 
-async fn sweep(State(ops): Ops) -> Result<Response, AdminError> {
-    Ok(Json(ops.sweep().await?).into_response())
-}
-
 /// Binds the Unix socket: a socket file left by a crashed server is replaced (this process holds the index
 /// lock, so no other server can be using it), and the socket is made 0600 before it accepts anything.
 pub fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
@@ -171,7 +166,10 @@ pub fn with_token(router: Router, token: String) -> Router {
                 let given = headers
                     .get(axum::http::header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
+                    // The scheme is case-insensitive (RFC 9110 11.1).
+                    .and_then(|v| v.split_once(' '))
+                    .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                    .map(|(_, token)| token.trim())
                     .unwrap_or_default();
                 if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
                     let mut response = error_response(

@@ -9,6 +9,7 @@ pub mod client;
 pub mod load;
 pub mod plan;
 pub mod render;
+mod telemetry;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -249,7 +250,10 @@ impl Operations {
     /// that a pull of a moment ago counts.
     async fn snapshot(&self) -> AdminResult<Snapshot> {
         self.store.flush_access_times().await?;
-        Ok(self.store.index(|index| index.snapshot()).await?)
+        let snapshot = self.store.index(|index| index.snapshot()).await?;
+        self.store
+            .set_blob_bytes(snapshot.blobs.values().map(|b| b.size).sum());
+        Ok(snapshot)
     }
 
     pub async fn stats(&self) -> AdminResult<Stats> {
@@ -419,7 +423,16 @@ impl Operations {
         Ok(removed)
     }
 
+    /// A prune asked for by an operator.
     pub async fn prune(&self, request: &PruneRequest) -> AdminResult<PruneReport> {
+        self.prune_by(request, telemetry::Trigger::Manual).await
+    }
+
+    async fn prune_by(
+        &self,
+        request: &PruneRequest,
+        trigger: telemetry::Trigger,
+    ) -> AdminResult<PruneReport> {
         let older_than = request
             .older_than
             .as_deref()
@@ -467,6 +480,7 @@ impl Operations {
             if sweep.files_removed + sweep.entries_dropped > 0 {
                 tracing::info!(?sweep, "swept crash leftovers");
             }
+            telemetry::pruned(trigger, &report);
             tracing::info!(
                 images = report.images.len(),
                 manifests = report.manifests,
@@ -497,6 +511,7 @@ impl Operations {
         let report = self
             .remove_roots(&snapshot, &doomed, extra, now, false)
             .await?;
+        telemetry::pruned(telemetry::Trigger::Ceiling, &report);
         tracing::info!(
             ceiling,
             before = total,
@@ -733,6 +748,7 @@ pub async fn maintain(
 ) {
     let blob_stored = ops.cache.blob_stored.clone();
     let has_ceiling = ops.max_cache_bytes.is_some();
+    telemetry::observe_ceiling(ops.max_cache_bytes);
     let mut prune_tick = tokio::time::interval(prune_interval);
     prune_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ceiling_tick = tokio::time::interval(ceiling_check);
@@ -745,7 +761,7 @@ pub async fn maintain(
                     older_than: prune_older_than.map(|d| humantime::format_duration(d).to_string()),
                     ..PruneRequest::default()
                 };
-                if let Err(err) = ops.prune(&request).await {
+                if let Err(err) = ops.prune_by(&request, telemetry::Trigger::Automatic).await {
                     tracing::warn!(error = %err, "automatic prune failed");
                 }
             }

@@ -44,18 +44,23 @@ impl PullThrough {
         if let Some((file, size)) = self.open_cached_blob(digest)? {
             self.confirm_shared_blob(target, digest).await?;
             self.store.access.blob(digest.as_str(), &target.to_string());
+            super::telemetry::blob_pull(&target.registry, CacheStatus::Hit);
             return Ok((BlobSource::Cached { file, size }, CacheStatus::Hit));
         }
         let fill = match self.start_or_join_fill(target, digest)? {
             Fill::Started(fill) => fill,
             Fill::Landed(file, size) => {
                 self.store.access.blob(digest.as_str(), &target.to_string());
+                super::telemetry::blob_pull(&target.registry, CacheStatus::Hit);
                 return Ok((BlobSource::Cached { file, size }, CacheStatus::Hit));
             }
             Fill::NoSpace(why) => return self.uncached_blob(target, digest, &why).await,
         };
         match fill.wait_started().await {
-            Ok(size) => Ok((BlobSource::Filling { fill, size }, CacheStatus::Miss)),
+            Ok(size) => {
+                super::telemetry::blob_pull(&target.registry, CacheStatus::Miss);
+                Ok((BlobSource::Filling { fill, size }, CacheStatus::Miss))
+            }
             Err(err) if fill.is_no_space() => {
                 self.uncached_blob(target, digest, err.message()).await
             }
@@ -71,6 +76,8 @@ impl PullThrough {
         why: &str,
     ) -> Result<(BlobSource, CacheStatus), RegistryError> {
         tracing::warn!(%digest, %target, reason = %why, "disk full: serving the blob without caching it");
+        super::telemetry::uncached_blob();
+        super::telemetry::blob_pull(&target.registry, CacheStatus::Miss);
         let upstream = self.upstreams.get(&target.registry)?;
         let stream = upstream.blob(&super::pull(target), digest.as_str()).await?;
         let size = stream.size;
@@ -176,7 +183,10 @@ impl PullThrough {
     fn start_or_join_fill(&self, target: &Target, digest: &Digest) -> Result<Fill, RegistryError> {
         let key = FillKey::new(target, digest);
         let entry = match self.fills.entry(key.clone()) {
-            Entry::Occupied(fill) => return Ok(Fill::Started(fill.get().clone())),
+            Entry::Occupied(fill) => {
+                super::telemetry::fill_join();
+                return Ok(Fill::Started(fill.get().clone()));
+            }
             Entry::Vacant(entry) => entry,
         };
         // A fill may have finished (and left the map) since the first look.
@@ -235,6 +245,11 @@ impl PullThrough {
                     .index_blocking(|index| {
                         index.put_blob(&index_key, size, &index_repository, unix_now())
                     })
+                    .map(|is_new| {
+                        if is_new {
+                            index_store.note_blob_bytes(size, 0);
+                        }
+                    })
                     .map_err(std::io::Error::other)
             };
             let result = match upstream.blob(&super::pull(&target), digest.as_str()).await {
@@ -259,6 +274,13 @@ impl PullThrough {
                     tracing::info!(%digest, size, repository, "blob cached");
                 }
                 Err(err) => {
+                    if matches!(err, RegistryError::UpstreamDigestMismatch(_)) {
+                        crate::upstream::telemetry::error(
+                            &target.registry,
+                            "blob",
+                            "digest_mismatch",
+                        );
+                    }
                     tracing::warn!(%digest, repository, error = %err, "blob fill failed; nothing cached");
                     guard.finish(Some(err));
                 }

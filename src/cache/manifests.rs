@@ -28,14 +28,16 @@ impl PullThrough {
         target: &Target,
         reference: &Reference,
     ) -> Result<(Arc<CachedManifest>, CacheStatus), RegistryError> {
-        match reference {
-            Reference::Digest(digest) => self.manifest_by_digest(target, digest).await,
+        let (manifest, status) = match reference {
+            Reference::Digest(digest) => self.manifest_by_digest(target, digest).await?,
             Reference::Tag(tag) => {
                 let (digest, tag_status) = self.resolve_tag(target, tag).await?;
                 let (manifest, status) = self.manifest_by_digest(target, &digest).await?;
-                Ok((manifest, tag_status.and(status)))
+                (manifest, tag_status.and(status))
             }
-        }
+        };
+        super::telemetry::manifest_pull(&target.registry, status);
+        Ok((manifest, status))
     }
 
     pub(super) async fn manifest_by_digest(
@@ -45,9 +47,11 @@ impl PullThrough {
     ) -> Result<(Arc<CachedManifest>, CacheStatus), RegistryError> {
         let key = HotCache::manifest_key(target, digest);
         if let Some(manifest) = self.hot.manifests.get(&key).await {
+            super::telemetry::hot(true);
             self.store.access.manifest(digest.as_str());
             return Ok((manifest, CacheStatus::Hit));
         }
+        super::telemetry::hot(false);
         let mut status = CacheStatus::Hit;
         let manifest = self
             .hot
@@ -89,6 +93,7 @@ impl PullThrough {
         let fetched = upstream.manifest(&pull(target), digest.as_str()).await?;
         let actual = Digest::of(digest.algorithm(), &fetched.body);
         if actual != *digest {
+            crate::upstream::telemetry::error(&target.registry, "manifest", "digest_mismatch");
             return Err(RegistryError::UpstreamDigestMismatch(format!(
                 "upstream {} sent manifest {actual} when asked for {digest} ({})",
                 target.registry, target.repository
@@ -193,10 +198,13 @@ pub(super) fn digest_for_tag(
         .unwrap_or(Algorithm::Sha256);
     let actual = Digest::of(algorithm, &fetched.body);
     match claimed {
-        Some(claimed) if claimed != actual => Err(RegistryError::UpstreamDigestMismatch(format!(
-            "upstream {} says {} is {claimed} but its bytes hash to {actual}",
-            target.registry, target.repository
-        ))),
+        Some(claimed) if claimed != actual => {
+            crate::upstream::telemetry::error(&target.registry, "manifest", "digest_mismatch");
+            Err(RegistryError::UpstreamDigestMismatch(format!(
+                "upstream {} says {} is {claimed} but its bytes hash to {actual}",
+                target.registry, target.repository
+            )))
+        }
         _ => Ok(actual),
     }
 }

@@ -10,6 +10,7 @@ mod passthrough;
 mod prefetch;
 mod referrers;
 mod tags;
+mod telemetry;
 mod uncached;
 
 use std::collections::HashMap;
@@ -150,7 +151,7 @@ impl PullThrough {
     pub fn new(config: Arc<Config>, store: Arc<Store>) -> anyhow::Result<PullThrough> {
         let upstreams = Upstreams::new(config.clone())?;
         let any_private_registry = upstreams.any_private();
-        Ok(PullThrough {
+        let cache = PullThrough {
             store,
             hot: HotCache::new(config.hot_cache_bytes),
             tag_policy: TagPolicy::new(&config)?,
@@ -173,7 +174,9 @@ impl PullThrough {
             fill_writers: Arc::new(FillWriters::new(config.max_concurrent_fills)),
             blob_stored: Arc::new(tokio::sync::Notify::new()),
             min_free_bytes: config.min_free_bytes.as_u64(),
-        })
+        };
+        telemetry::observe(&cache);
+        Ok(cache)
     }
 
     /// Whether a blob is being downloaded from any registry (it may be indexed but not yet renamed into place).

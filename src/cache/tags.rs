@@ -32,11 +32,14 @@ impl PullThrough {
     ) -> Result<(Digest, CacheStatus), RegistryError> {
         let key = HotCache::tag_key(target, tag);
         if let Some(entry) = self.hot.tags.get(&key).await {
+            super::telemetry::hot(true);
             if !self.is_fresh(target, tag, entry.fresh_until) {
+                super::telemetry::stale_tag(&target.registry, "revalidating");
                 self.revalidate_in_background(target, tag, &key);
             }
             return Ok((entry.digest, CacheStatus::Hit));
         }
+        super::telemetry::hot(false);
         let mut status = CacheStatus::Hit;
         let entry = self
             .hot
@@ -48,6 +51,7 @@ impl PullThrough {
             .await
             .map_err(unwrap_shared)?;
         if !self.is_fresh(target, tag, entry.fresh_until) {
+            super::telemetry::stale_tag(&target.registry, "revalidating");
             self.revalidate_in_background(target, tag, &key);
         }
         Ok((entry.digest, status))
@@ -129,7 +133,10 @@ impl PullThrough {
             let fresh_until = match &result {
                 Ok(_) => now.saturating_add(ttl),
                 Err(err) => {
+                    super::telemetry::revalidation(&target.registry, "failed");
                     tracing::warn!(%target, tag, error = %err, "tag revalidation failed; serving the cached digest");
+                    // Served on for a while although stale: count it as such.
+                    super::telemetry::stale_tag(&target.registry, "upstream_error");
                     now.saturating_add(STALE_RETRY_SECS.min(ttl.max(1)))
                 }
             };
@@ -180,10 +187,19 @@ impl PullThrough {
                 .index(move |index| index.put_tag(&key, &record))
                 .await?;
             tracing::debug!(%target, tag, "tag unchanged upstream");
+            super::telemetry::revalidation(&target.registry, "unchanged");
             return Ok(digest);
         }
         let digest = self.fetch_tag(target, tag, key, Some(record)).await?;
         tracing::info!(%target, tag, from = %record.digest, to = %digest, "tag moved upstream");
+        super::telemetry::revalidation(
+            &target.registry,
+            if digest.as_str() == record.digest {
+                "unchanged"
+            } else {
+                "moved"
+            },
+        );
         Ok(digest)
     }
 

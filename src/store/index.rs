@@ -362,15 +362,23 @@ impl Index {
         Ok(())
     }
 
-    /// Records a blob that has just been stored (or pulled through another repository).
-    pub fn put_blob(&self, digest: &str, size: u64, repository: &str, now: u64) -> IndexResult<()> {
+    /// Records a blob that has just been stored (or pulled through another repository); whether it is new.
+    pub fn put_blob(
+        &self,
+        digest: &str,
+        size: u64,
+        repository: &str,
+        now: u64,
+    ) -> IndexResult<bool> {
         let txn = self.db.begin_write()?;
+        let is_new;
         {
             let mut blobs = txn.open_table(BLOBS)?;
             let existing: Option<BlobMeta> = match blobs.get(digest)? {
                 Some(v) => serde_json::from_slice(v.value()).ok(),
                 None => None,
             };
+            is_new = existing.is_none();
             let meta = match existing {
                 Some(mut meta) => {
                     add_unique(&mut meta.repositories, repository);
@@ -389,7 +397,7 @@ impl Index {
             blobs.insert(digest, encoded.as_slice())?;
         }
         txn.commit()?;
-        Ok(())
+        Ok(is_new)
     }
 
     /// Applies a batch of accesses (last-pulled times and counts) in one transaction. Digests not in the

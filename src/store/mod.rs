@@ -10,6 +10,7 @@ mod access;
 mod blobs;
 mod index;
 mod records;
+pub mod telemetry;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -110,6 +111,9 @@ pub struct Store {
     index: Arc<IndexHandle>,
     pub blobs: BlobStore,
     pub access: AccessRecorder,
+    /// Bytes of the indexed blobs: counted once from an index snapshot (the start-up sweep), then kept up to
+    /// date as blobs are added and removed, so a metrics scrape reads a number, not the index.
+    blob_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -122,6 +126,7 @@ impl Store {
             index: Arc::new(index),
             blobs,
             access: AccessRecorder::default(),
+            blob_bytes: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -141,6 +146,28 @@ impl Store {
             .await
             .map_err(|e| RegistryError::internal("index task", e))?
             .map_err(|e| RegistryError::internal("index", e))
+    }
+
+    /// Bytes of the indexed blobs, as last counted and kept up to date.
+    pub fn blob_bytes(&self) -> u64 {
+        self.blob_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sets the blob bytes from a count over a snapshot.
+    pub fn set_blob_bytes(&self, bytes: u64) {
+        self.blob_bytes
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Notes a blob added to (positive) or removed from the index.
+    pub fn note_blob_bytes(&self, added: u64, removed: u64) {
+        use std::sync::atomic::Ordering;
+        self.blob_bytes.fetch_add(added, Ordering::Relaxed);
+        let _ = self
+            .blob_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(removed))
+            });
     }
 
     /// Writes pending last-pulled times to the index.

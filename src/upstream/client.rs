@@ -124,6 +124,26 @@ impl RegistryClient {
         pull: &Pull<'_>,
         call: Call<'_>,
     ) -> Result<(Response, Option<tokio::sync::OwnedSemaphorePermit>), RegistryError> {
+        let kind = super::telemetry::kind(&call.path);
+        let started = std::time::Instant::now();
+        let result = self.send_measured(pull, call).await;
+        match &result {
+            Ok((response, _)) => super::telemetry::answered(
+                &self.name,
+                kind,
+                response.status().as_u16(),
+                started.elapsed(),
+            ),
+            Err(err) => super::telemetry::failed(&self.name, kind, err),
+        }
+        result
+    }
+
+    async fn send_measured(
+        &self,
+        pull: &Pull<'_>,
+        call: Call<'_>,
+    ) -> Result<(Response, Option<tokio::sync::OwnedSemaphorePermit>), RegistryError> {
         if let Some(left) = self.rate_limit.backing_off() {
             return Err(RegistryError::too_many_requests(
                 format!("upstream {} is rate limiting; backing off", self.name),
@@ -276,7 +296,21 @@ impl RegistryClient {
         if let Some(c) = credentials {
             request = request.header(AUTHORIZATION, basic_header(c));
         }
-        let mut response = request.send().await.map_err(|e| self.unreachable(e))?;
+        let started = std::time::Instant::now();
+        let mut response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                let err = self.unreachable(e);
+                super::telemetry::failed(&self.name, "token", &err);
+                return Err(err);
+            }
+        };
+        super::telemetry::answered(
+            &self.name,
+            "token",
+            response.status().as_u16(),
+            started.elapsed(),
+        );
         let refused = matches!(
             response.status(),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
@@ -408,6 +442,7 @@ impl RegistryClient {
             }
             body.extend_from_slice(&chunk);
         }
+        super::telemetry::fetched(&self.name, body.len() as u64);
         Ok(FetchedManifest {
             body: body.freeze(),
             content_type: header_string(&headers, CONTENT_TYPE.as_str()),
@@ -488,6 +523,9 @@ impl Upstream for RegistryClient {
             .map(move |chunk| {
                 // The permit lives as long as the body is being read.
                 let _permit = &permit;
+                if let Ok(bytes) = &chunk {
+                    super::telemetry::fetched(&name, bytes.len() as u64);
+                }
                 chunk.map_err(|e| {
                     RegistryError::UpstreamUnavailable(format!("upstream {name} body failed: {e}"))
                 })

@@ -8,6 +8,7 @@ mod auth;
 mod client;
 mod policy;
 mod rate_limit;
+pub mod telemetry;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -37,6 +37,9 @@ impl RateLimit {
             return;
         }
         tracing::debug!(registry, ?limit, ?remaining, "upstream rate limit");
+        if let Some(remaining) = remaining {
+            super::telemetry::rate_limit_remaining(registry, remaining);
+        }
         let mut status = self.status.lock().expect("rate-limit lock");
         status.limit = limit.or(status.limit);
         status.remaining = remaining.or(status.remaining);
