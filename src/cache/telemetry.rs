@@ -149,6 +149,11 @@ pub fn observe(cache: &super::PullThrough) {
         .u64_observable_gauge("ociregistry_hot_cache_entries")
         .with_description("Entries in the in-memory hot cache, by kind")
         .with_callback(move |o| {
+            // moka counts lazily; settle pending work first (scrapes run on a blocking thread).
+            futures::executor::block_on(async {
+                manifests.run_pending_tasks().await;
+                tags.run_pending_tasks().await;
+            });
             o.observe(
                 manifests.entry_count(),
                 &[KeyValue::new("kind", "manifest")],
