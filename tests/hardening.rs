@@ -5,6 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use common::*;
 
 /// A listener that accepts connections and never writes a byte (until dropped).
@@ -165,13 +167,41 @@ async fn slow_headers_and_idle_connections_are_closed_and_the_connection_cap_hol
             "cut off after {:?}",
             started.elapsed()
         );
-        // Four idle connections take every slot: a fifth client waits until the idle ones time out, then is
-        // served (it is not refused, and the idle ones do not hold the server for ever).
+        // Four connections that sent nothing take every slot: a fifth client is served at once, and the oldest
+        // of them is closed to make room (a slowloris cannot keep real clients out).
         let mut idle = Vec::new();
         for _ in 0..4 {
             idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        let answer = raw(addr, &raw_request("/v2/")).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let waited = started.elapsed();
+        assert!(
+            waited < Duration::from_millis(500),
+            "the fifth connection waited {waited:?}: the oldest unproven connection was not shed"
+        );
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_millis(200), idle[0].read(&mut byte)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "the oldest connection was closed: {closed:?}");
+        drop(idle);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Four keep-alive connections that have each completed a request are never shed: a fifth client
+        // waits until they idle out (the cap holds), then is served.
+        let mut kept = Vec::new();
+        for _ in 0..4 {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream
+                .write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = [0u8; 512];
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+            kept.push(stream);
+        }
         let started = Instant::now();
         let answer = raw(addr, &raw_request("/v2/")).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -180,7 +210,7 @@ async fn slow_headers_and_idle_connections_are_closed_and_the_connection_cap_hol
             waited >= Duration::from_millis(700) && waited < Duration::from_secs(5),
             "the fifth connection waited {waited:?} (the cap of 4 did not hold, or slots were not freed)"
         );
-        drop(idle);
+        drop(kept);
     })
     .await
 }

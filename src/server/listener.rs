@@ -1,7 +1,9 @@
 //! The accept loop: hyper's HTTP/1 and HTTP/2 server with the limits `axum::serve` does not set.
 //!
 //! - A cap on open connections (`max_connections`): beyond it, new connections wait in the kernel's backlog
-//!   until one closes, so a flood of sockets cannot exhaust file descriptors.
+//!   until one closes, so a flood of sockets cannot exhaust file descriptors. At the cap, the connection that
+//!   has waited longest without completing a request head is closed to make room: clients that trickle
+//!   their headers (slowloris) cannot keep real clients out.
 //! - A header-read timeout (`header_read_timeout`): a client must send a request's headers within it, and an
 //!   idle keep-alive connection is closed when no new request starts within it (slowloris). Response bodies
 //!   are not bounded by it: a slow blob download continues as long as the client reads (TCP back-pressure).
@@ -11,8 +13,10 @@
 //!
 //! Graceful shutdown: on the signal the loop stops accepting, open connections finish their requests.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -37,6 +41,47 @@ pub struct ServeLimits {
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 // Most headers in a request: hyper's default, 100. Setting it explicitly, even to 100, moves the header
 // array to the heap (one allocation per request, about 5% of throughput according to hyper's docs).
+
+/// Connections that have not completed a request head yet, oldest first: the ones shed at the cap.
+#[derive(Default)]
+struct Unproven {
+    next_id: AtomicU64,
+    queue: Mutex<VecDeque<(u64, tokio_util::sync::CancellationToken)>>,
+}
+
+impl Unproven {
+    fn register(&self) -> (u64, tokio_util::sync::CancellationToken) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let token = tokio_util::sync::CancellationToken::new();
+        self.lock().push_back((id, token.clone()));
+        (id, token)
+    }
+
+    /// The connection sent a whole request head (or ended): it is no longer a candidate.
+    fn proven(&self, id: u64) {
+        let mut queue = self.lock();
+        if let Some(at) = queue.iter().position(|(i, _)| *i == id) {
+            queue.remove(at);
+        }
+    }
+
+    /// Closes the oldest connection without a request yet; whether there was one.
+    fn shed_oldest(&self) -> bool {
+        match self.lock().pop_front() {
+            Some((_, token)) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, VecDeque<(u64, tokio_util::sync::CancellationToken)>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// Serves `app` on `listener` until `shutdown` completes, then waits up to `grace` for open connections.
 pub async fn serve(
@@ -66,18 +111,18 @@ pub async fn serve(
     // Connections still waiting for their first byte are dropped at once on shutdown, not after the timeout.
     let stopping = tokio_util::sync::CancellationToken::new();
     let mut full_logged = false;
+    let unproven = Arc::new(Unproven::default());
     tokio::pin!(shutdown);
     loop {
-        // Take a slot before accepting: at the cap, connections queue in the backlog instead of being
-        // accepted and starved.
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
-            _ = &mut shutdown => break,
-        };
-        if slots.available_permits() == 0 && !full_logged {
+        // Below the cap: take a slot, then accept. At the cap: accept one connection (the rest queue in the
+        // kernel's backlog), make room by closing the connection that has waited longest without a request
+        // head, and serve the new one once a slot is free. Connections that completed a request are never
+        // closed for room: at the cap they hold it until they idle out.
+        let ready = slots.clone().try_acquire_owned().ok();
+        if ready.is_none() && !full_logged {
             tracing::warn!(
                 max_connections = limits.max_connections,
-                "connection limit reached; new connections wait"
+                "connection limit reached; new connections wait, or replace ones without a request"
             );
             full_logged = true;
         } else if slots.available_permits() > limits.max_connections / 10 {
@@ -95,16 +140,38 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        let slot = match ready {
+            Some(slot) => slot,
+            None => {
+                if unproven.shed_oldest() {
+                    tracing::debug!(
+                        "connection limit reached; closed the oldest connection without a request"
+                    );
+                }
+                tokio::select! {
+                    slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                    _ = &mut shutdown => break,
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let service = hyper::service::service_fn(
-            move |mut request: hyper::Request<hyper::body::Incoming>| {
+        let (conn_id, shed) = unproven.register();
+        let proven = Arc::new(AtomicBool::new(false));
+        let service = {
+            let unproven = unproven.clone();
+            let proven = proven.clone();
+            hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                if !proven.swap(true, Ordering::Relaxed) {
+                    unproven.proven(conn_id);
+                }
                 request
                     .extensions_mut()
                     .insert(ConnectInfo::<SocketAddr>(peer));
                 app.clone().oneshot(request)
-            },
-        );
+            })
+        };
+        let unproven = unproven.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let first_byte_timeout = limits.header_read_timeout;
@@ -119,44 +186,66 @@ pub async fn serve(
                     matches!(peeked, Ok(Ok(1..)))
                 }
                 _ = stopping.cancelled() => false,
+                _ = shed.cancelled() => false,
             };
             if !first_byte {
                 tracing::debug!(%peer, "connection sent nothing; closed");
+                unproven.proven(conn_id);
                 drop(slot);
                 return;
             }
-            let served = match tls {
-                None => {
-                    let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
-                    watcher.watch(connection).await
-                }
-                Some(tls) => {
-                    // The handshake is bounded like a request head.
-                    match tokio::time::timeout(first_byte_timeout, tls.acceptor().accept(stream))
+            let connection = async {
+                match tls {
+                    None => {
+                        let connection = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .into_owned();
+                        watcher.watch(connection).await
+                    }
+                    Some(tls) => {
+                        // The handshake is bounded like a request head.
+                        match tokio::time::timeout(
+                            first_byte_timeout,
+                            tls.acceptor().accept(stream),
+                        )
                         .await
-                    {
-                        Ok(Ok(stream)) => {
-                            let connection = builder
-                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                                .into_owned();
-                            watcher.watch(connection).await
-                        }
-                        Ok(Err(err)) => {
-                            tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                            Ok(())
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            Ok(())
+                        {
+                            Ok(Ok(stream)) => {
+                                let connection = builder
+                                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                    .into_owned();
+                                watcher.watch(connection).await
+                            }
+                            Ok(Err(err)) => {
+                                tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                                Ok(())
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                Ok(())
+                            }
                         }
                     }
+                }
+            };
+            // Shed at the cap while it has not completed a request head; once it has, it is never shed.
+            let shed_unproven = async {
+                shed.cancelled().await;
+                if proven.load(Ordering::Relaxed) {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let served = tokio::select! {
+                served = connection => served,
+                _ = shed_unproven => {
+                    tracing::debug!(%peer, "closed at the connection limit: no request head yet");
+                    Ok(())
                 }
             };
             if let Err(err) = served {
                 tracing::debug!(%peer, error = %err, "connection ended with an error");
             }
+            unproven.proven(conn_id);
             drop(slot);
         });
     }
