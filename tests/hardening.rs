@@ -5,8 +5,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use common::*;
 
 /// A listener that accepts connections and never writes a byte (until dropped).
