@@ -176,6 +176,9 @@ pub struct ServeArgs {
     /// Log filter, e.g. info or debug (RUST_LOG wins when set).
     #[arg(long)]
     pub log_level: Option<String>,
+    /// Log lines as text (default) or JSON.
+    #[arg(long, value_enum)]
+    pub log_format: Option<crate::logging::LogFormat>,
     /// Upstream used when a request names none (default docker.io).
     #[arg(long)]
     pub default_registry: Option<String>,
@@ -225,6 +228,9 @@ impl ServeArgs {
         }
         if let Some(level) = self.log_level {
             config.log_level = level;
+        }
+        if let Some(format) = self.log_format {
+            config.log_format = format;
         }
         if let Some(registry) = self.default_registry {
             config.default_registry = registry;
@@ -373,7 +379,7 @@ pub fn run() -> anyhow::Result<()> {
             args.apply(&mut config);
             // Flags go through the same checks as the file.
             config.validate()?;
-            crate::logging::init(&config.log_level)?;
+            let _log = crate::logging::init(&config.log_level, config.log_format)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .max_blocking_threads(config.blocking_threads)
@@ -392,7 +398,10 @@ where
     args.apply(&mut config);
     config.validate()?;
     // Direct mode logs what the library does (pulls, removals) like the server would; warnings only.
-    crate::logging::init(&std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))?;
+    let _log = crate::logging::init(
+        &std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        crate::logging::LogFormat::Text,
+    )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -409,6 +418,8 @@ where
         admin.finish().await?;
         anyhow::Ok(ok)
     })?;
+    // Flush buffered log lines: exit() skips destructors.
+    drop(_log);
     if !ok {
         std::process::exit(1);
     }

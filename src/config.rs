@@ -31,6 +31,8 @@ pub struct Config {
     /// `tracing` filter (`info`, `debug`, `ociregistry=debug,warn`, …); `RUST_LOG` wins when set.
     #[serde(deserialize_with = "yaml_string::string")]
     pub log_level: String,
+    /// `text` (default) or `json` log lines.
+    pub log_format: crate::logging::LogFormat,
     /// Upstream used when a request names none (no `ns`, no host in the path).
     #[serde(deserialize_with = "yaml_string::string")]
     pub default_registry: String,
@@ -410,6 +412,7 @@ impl Default for Config {
             db: None,
             blobs: None,
             log_level: "info".into(),
+            log_format: crate::logging::LogFormat::Text,
             default_registry: "docker.io".into(),
             hot_cache_bytes: 16 * 1024 * 1024,
             tag_ttl: Duration::from_secs(600),

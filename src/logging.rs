@@ -1,9 +1,38 @@
-//! Log set-up: `tracing` events to stderr, filtered by `RUST_LOG` or the configured level.
+//! Log set-up: `tracing` events to stderr as text (default) or JSON lines, filtered by `RUST_LOG` or the
+//! configured level. Lines go through a bounded non-blocking writer (`tracing-appender`): a request never
+//! waits for stderr; if the writer falls behind, lines are dropped and counted
+//! (`ociregistry_log_lines_dropped_total`) rather than slowing the server down.
+
+use std::sync::OnceLock;
 
 use tracing_subscriber::EnvFilter;
 
+/// Lines buffered between the server and the writer thread before new ones are dropped.
+const BUFFERED_LINES: usize = 128 * 1024;
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+static DROPPED: OnceLock<tracing_appender::non_blocking::ErrorCounter> = OnceLock::new();
+
+/// Lines dropped because the writer fell behind.
+pub fn dropped_lines() -> u64 {
+    DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
+}
+
+/// Keeps the writer thread alive; dropping it flushes what is buffered.
+pub struct LogGuard {
+    _writer: tracing_appender::non_blocking::WorkerGuard,
+}
+
 /// Installs the global subscriber.
-pub fn init(level: &str) -> anyhow::Result<()> {
+pub fn init(level: &str, format: LogFormat) -> anyhow::Result<LogGuard> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.trim().is_empty() => EnvFilter::try_new(v)?,
         _ => EnvFilter::try_new(level)?,
@@ -11,10 +40,19 @@ pub fn init(level: &str) -> anyhow::Result<()> {
     use std::io::IsTerminal;
     // Colour only for people at a terminal: escape codes in files break log processing.
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(BUFFERED_LINES)
+        .lossy(true)
+        .thread_name("ociregistry-log")
+        .finish(std::io::stderr());
+    let _ = DROPPED.set(writer.error_counter());
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .try_init()
-        .map_err(|e| anyhow::anyhow!("installing logger: {e}"))
+        .with_writer(writer);
+    let installed = match format {
+        LogFormat::Text => builder.with_ansi(ansi).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    installed.map_err(|e| anyhow::anyhow!("installing logger: {e}"))?;
+    Ok(LogGuard { _writer: guard })
 }

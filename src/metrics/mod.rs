@@ -59,6 +59,13 @@ pub fn install() -> anyhow::Result<Arc<Exporter>> {
     opentelemetry::global::set_meter_provider(provider.clone());
     ENABLED.store(true, Ordering::Relaxed);
     process::observe(&meter());
+    meter()
+        .u64_observable_counter("ociregistry_log_lines_dropped")
+        .with_description(
+            "Log lines dropped because the log writer fell behind (it never slows requests down)",
+        )
+        .with_callback(|o| o.observe(crate::logging::dropped_lines(), &[]))
+        .build();
     Ok(Arc::new(Exporter { registry, provider }))
 }
 
