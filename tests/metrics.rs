@@ -189,6 +189,45 @@ async fn a_scripted_pull_sequence_moves_each_counter_by_the_expected_amount() {
         // Bounded labels: no repository or digest anywhere.
         assert!(!text.contains(REPO), "a repository leaked into a label");
         assert!(!text.contains("sha256:"), "a digest leaked into a label");
+        check_documented(&text);
     })
     .await
+}
+
+/// docs/observability.md's table and the scrape agree: every exported family is documented, and every family
+/// documented as appearing "at start" or "after a pull" is exported (the scripted sequence above did pulls).
+fn check_documented(scrape_text: &str) {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/observability.md"
+    ))
+    .unwrap();
+    let mut documented = std::collections::BTreeMap::new();
+    for line in doc.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let name = cells[1].trim_matches('`').to_string();
+        let appears = cells[cells.len() - 2].to_string();
+        documented.insert(name, appears);
+    }
+    assert!(documented.len() > 20, "the metric table was not found");
+    let exported: std::collections::BTreeSet<String> = scrape_text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    for family in &exported {
+        assert!(
+            documented.contains_key(family),
+            "{family} is exported but not in docs/observability.md"
+        );
+    }
+    for (name, appears) in &documented {
+        if appears == "at start" || appears == "after a pull" {
+            assert!(
+                exported.contains(name),
+                "{name} is documented ({appears}) but was not exported"
+            );
+        }
+    }
 }
