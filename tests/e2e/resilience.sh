@@ -416,8 +416,10 @@ step_slowloris() {
   first_cut="$(jq -s -r 'map(select(.closed > 0)) | first | .t // "never"' "$TMP/out/slowloris.jsonl")"
   echo "server fds: baseline $base, max $maxfds while slow clients were connected (bound $((MAX_CONNECTIONS + 100))), $after after they were cut off; first slow clients cut off after ${first_cut}s"
   local fail=0
-  if [[ "$first_cut" == never ]] || ! awk -v t="$first_cut" -v h="$HEADER_TIMEOUT_S" 'BEGIN { exit !(t >= h - 1 && t <= h + 2) }'; then
-    echo "the first slow clients were cut off after ${first_cut}s, not after about header_read_timeout (${HEADER_TIMEOUT_S}s)" >&2
+  # At the cap the server sheds the oldest connections without a request head as new ones arrive, so the
+  # first slow clients go long before the header timeout; none may outlive it by much.
+  if [[ "$first_cut" == never ]] || ! awk -v t="$first_cut" -v h="$HEADER_TIMEOUT_S" 'BEGIN { exit !(t <= h + 2) }'; then
+    echo "the first slow clients were cut off after ${first_cut}s, later than header_read_timeout (${HEADER_TIMEOUT_S}s)" >&2
     fail=1
   fi
   [[ "$maxfds" -le $((MAX_CONNECTIONS + 100)) ]] || { echo "server fds reached $maxfds > max_connections + 100" >&2; fail=1; }
@@ -444,7 +446,8 @@ step_slowloris_latency() {
   done <"$TMP/out/normal.all"
   echo "latencies (s): $(awk '{ printf "%s ", $2 }' "$TMP/out/normal.all")"
   expect_eq "$n" 20 "number of normal requests"
-  [[ "$open_during" -ge "$MAX_CONNECTIONS" ]] || { echo "only $open_during slow connections were open during the measurement" >&2; return 1; }
+  # The normal requests take slots too (shedding slow ones), so a few fewer than the cap remain.
+  [[ "$open_during" -ge $((MAX_CONNECTIONS - 25)) ]] || { echo "only $open_during slow connections were open during the measurement" >&2; return 1; }
   [[ $slow -eq 0 ]] || { echo "$slow of 20 normal requests were not answered 200 within 1 s" >&2; return 1; }
 }
 
@@ -526,7 +529,7 @@ run_step "after the crash loop: blobs/tmp empty once started, every blob file ha
 run_step "after the crash loop: every image pulls completely (skopeo --all, byte-exact), upstream up" traced step_pull_upstream_up
 run_step "after the crash loop: every image pulls again with the upstream stopped" traced step_pull_upstream_down
 run_step "ociregistry list --output json (admin socket) lists every image" traced step_list
-run_step "slowloris: $SLOW_CONNS slow heads (max_connections $MAX_CONNECTIONS): fds <= max_connections + 100, all cut off by the ${HEADER_TIMEOUT_S}s header timeout, fds back to baseline" traced step_slowloris
+run_step "slowloris: $SLOW_CONNS slow heads (max_connections $MAX_CONNECTIONS): fds <= max_connections + 100, the oldest shed at the cap and all cut off by the ${HEADER_TIMEOUT_S}s header timeout, fds back to baseline" traced step_slowloris
 summary '/^server fds:/p'
 run_step "slowloris: 20 normal requests (GET /v2/, a cached manifest) meanwhile answered 200 within 1 s" traced step_slowloris_latency
 summary '/^latencies/p'
