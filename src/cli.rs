@@ -93,8 +93,8 @@ impl AdminArgs {
 pub struct ListArgs {
     #[command(flatten)]
     pub admin: AdminArgs,
-    /// Only images whose registry/repository[:tag] matches this glob (`*` within a path component, `**`
-    /// across them), e.g. 'docker.io/library/*'.
+    /// Only images whose registry/repository or registry/repository:tag matches this glob: `*` stays within a
+    /// path component, `**/` spans components, e.g. 'docker.io/library/*' or 'docker.io/**/*:latest'.
     #[arg(long)]
     pub pattern: Option<String>,
     #[arg(long, value_enum, default_value_t)]
@@ -111,7 +111,8 @@ pub struct PruneArgs {
     /// Which time --older-than compares.
     #[arg(long, value_enum, default_value_t)]
     pub by: AgeBy,
-    /// Only images whose registry/repository[:tag] matches this glob.
+    /// Only names (registry/repository or registry/repository:tag) matching this glob; an image goes when all
+    /// its names match, else only the matching tags go.
     #[arg(long)]
     pub pattern: Option<String>,
     /// Keep the N most recently cached images of each repository whatever else matches.
@@ -120,6 +121,9 @@ pub struct PruneArgs {
     /// Print exactly what would be removed, and the bytes freed, without removing anything.
     #[arg(long)]
     pub dry_run: bool,
+    /// Remove every unpinned image (required when no --older-than, --pattern or --keep-latest is given).
+    #[arg(long)]
+    pub all: bool,
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
 }
@@ -295,6 +299,7 @@ pub fn run() -> anyhow::Result<()> {
                 pattern: args.pattern.clone(),
                 keep_latest: args.keep_latest,
                 dry_run: args.dry_run,
+                all: args.all,
             };
             let report = admin.prune(&request).await?;
             if !render::structured(args.output, &report)? {

@@ -584,11 +584,20 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("index.redb"))
     }
 
-    /// The admin API's Unix socket.
+    /// The admin API's Unix socket: beside the index (`<data_dir>/admin.sock`, or the directory of `db` when
+    /// that is given), so that a CLI given the same `--db` finds it.
     pub fn admin_socket_path(&self) -> PathBuf {
-        self.admin_socket
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("admin.sock"))
+        if let Some(socket) = &self.admin_socket {
+            return socket.clone();
+        }
+        match &self.db {
+            Some(db) => db
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(|p| p.join("admin.sock"))
+                .unwrap_or_else(|| PathBuf::from("admin.sock")),
+            None => self.data_dir.join("admin.sock"),
+        }
     }
 
     /// The blob directory.

@@ -136,6 +136,10 @@ pub struct PruneRequest {
     pub keep_latest: Option<usize>,
     #[serde(default)]
     pub dry_run: bool,
+    /// Remove every unpinned image: required when no other criterion is given, so that a bare prune
+    /// cannot empty the cache by accident.
+    #[serde(default)]
+    pub all: bool,
 }
 
 /// What a prune removed (or, dry, would remove).
@@ -358,18 +362,29 @@ impl Operations {
     async fn remove_roots(
         &self,
         snapshot: &Snapshot,
-        doomed: &BTreeSet<String>,
+        selected: &plan::Selected,
         extra_blobs: BTreeSet<String>,
         planned_at: u64,
         dry_run: bool,
     ) -> AdminResult<PruneReport> {
         let catalog = Catalog::new(snapshot);
+        let doomed = &selected.roots;
         let mut removal = catalog.removal(doomed, planned_at);
         removal.blobs.extend(extra_blobs);
+        removal.tags.extend(selected.tags.iter().cloned());
         let mut images: Vec<Image> = Vec::new();
-        for root in doomed.iter().filter_map(|d| catalog.roots.get(d)) {
+        for root in catalog.roots.values() {
+            let whole = doomed.contains(&root.digest);
+            let rows: Vec<Image> = catalog
+                .images_of(root)
+                .into_iter()
+                .filter(|i| whole || selected.tags.contains(&i.reference))
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
             let platforms = self.platforms_of(snapshot, &root.digest).await;
-            for mut image in catalog.images_of(root) {
+            for mut image in rows {
                 image.platforms = platforms.clone();
                 images.push(image);
             }
@@ -385,9 +400,12 @@ impl Operations {
             });
         }
         let removed = self.apply(removal).await?;
-        let kept: BTreeSet<&str> = removed.manifests.iter().map(|(d, _)| d.as_str()).collect();
+        let gone: BTreeSet<&str> = removed.manifests.iter().map(|(d, _)| d.as_str()).collect();
+        let tags_gone: BTreeSet<&str> = removed.tags.iter().map(String::as_str).collect();
         // A root pulled again while the plan was made stays, and is not reported.
-        images.retain(|i| kept.contains(i.digest.as_str()));
+        images.retain(|i| {
+            gone.contains(i.digest.as_str()) || tags_gone.contains(i.reference.as_str())
+        });
         let manifest_bytes: u64 = removed
             .manifests
             .iter()
@@ -448,6 +466,15 @@ impl Operations {
             .map(plan::pattern)
             .transpose()
             .map_err(AdminError::bad)?;
+        if older_than.is_none()
+            && request.pattern.is_none()
+            && request.keep_latest.is_none()
+            && !request.all
+        {
+            return Err(AdminError::bad(
+                "say what to prune: older_than, pattern or keep_latest (all: true removes every unpinned image)",
+            ));
+        }
         let selection = Selection {
             older_than: older_than.map(|d| d.as_secs()),
             by: request.by,
@@ -458,7 +485,7 @@ impl Operations {
         let now = unix_now();
         let snapshot = self.snapshot().await?;
         let catalog = Catalog::new(&snapshot);
-        let doomed = selection.select(&catalog, now);
+        let selected = selection.select(&catalog, now);
         // Chosen by age: an image pulled since the plan (or in its second) is no longer that old, and stays.
         // Chosen by name alone: it goes, as asked.
         let planned_at = if older_than.is_some() { now } else { u64::MAX };
@@ -473,7 +500,7 @@ impl Operations {
             BTreeSet::new()
         };
         let report = self
-            .remove_roots(&snapshot, &doomed, extra, planned_at, request.dry_run)
+            .remove_roots(&snapshot, &selected, extra, planned_at, request.dry_run)
             .await?;
         if !request.dry_run {
             let sweep = self.sweep_locked().await?;
@@ -506,7 +533,10 @@ impl Operations {
         }
         let catalog = Catalog::new(&snapshot);
         let target = ceiling - ceiling / 10;
-        let doomed = plan::eviction(&catalog, target);
+        let doomed = plan::Selected {
+            roots: plan::eviction(&catalog, target),
+            tags: BTreeSet::new(),
+        };
         let extra = catalog.unreferenced_blobs(now.saturating_sub(ORPHAN_GRACE_SECS));
         let report = self
             .remove_roots(&snapshot, &doomed, extra, now, false)
@@ -695,7 +725,10 @@ impl Operations {
                 let report = self
                     .remove_roots(
                         &snapshot,
-                        &BTreeSet::from([digest]),
+                        &plan::Selected {
+                            roots: BTreeSet::from([digest]),
+                            tags: BTreeSet::new(),
+                        },
                         BTreeSet::new(),
                         u64::MAX,
                         false,

@@ -289,20 +289,20 @@ pub fn pattern(text: &str) -> Result<globset::GlobMatcher, String> {
         .map_err(|e| format!("pattern {text:?}: {e}"))
 }
 
-/// Whether any name of `root` matches `pattern`.
-pub fn root_matches(root: &Root, pattern: &globset::GlobMatcher) -> bool {
-    root.names.iter().any(|(repository, tag)| {
-        pattern.is_match(repository)
-            || tag
-                .as_ref()
-                .is_some_and(|t| pattern.is_match(format!("{repository}:{t}")))
-    })
+/// What a prune removes: whole images (roots), and tags of images that other names still keep.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Selected {
+    pub roots: BTreeSet<String>,
+    /// `registry/repository:tag` keys whose image stays (it has names that were not selected).
+    pub tags: BTreeSet<String>,
 }
 
 impl Selection {
-    /// The roots to prune, never a pinned one.
-    pub fn select(&self, catalog: &Catalog<'_>, now: u64) -> BTreeSet<String> {
-        let mut protected = BTreeSet::new();
+    /// Selects by name (`registry/repository:tag`): an image goes when every one of its names is selected,
+    /// otherwise only the selected tags go. Never a pinned image.
+    pub fn select(&self, catalog: &Catalog<'_>, now: u64) -> Selected {
+        // Per repository, the `keep_latest` newest images (by creation) keep their names in that repository.
+        let mut kept_names: BTreeSet<(&str, &str)> = BTreeSet::new();
         if let Some(keep) = self.keep_latest {
             let mut by_repository: BTreeMap<&str, Vec<&Root>> = BTreeMap::new();
             for root in catalog.roots.values() {
@@ -310,29 +310,63 @@ impl Selection {
                     by_repository.entry(repository).or_default().push(root);
                 }
             }
-            for roots in by_repository.values_mut() {
+            for (repository, roots) in by_repository.iter_mut() {
                 roots.sort_by(|a, b| b.created.cmp(&a.created).then(a.digest.cmp(&b.digest)));
                 roots.dedup_by(|a, b| a.digest == b.digest);
-                protected.extend(roots.iter().take(keep).map(|r| r.digest.clone()));
+                kept_names.extend(
+                    roots
+                        .iter()
+                        .take(keep)
+                        .map(|r| (*repository, r.digest.as_str())),
+                );
             }
         }
-        catalog
-            .roots
-            .values()
-            .filter(|root| !root.pinned && !protected.contains(&root.digest))
-            .filter(|root| self.pattern.as_ref().is_none_or(|p| root_matches(root, p)))
-            .filter(|root| {
-                self.older_than.is_none_or(|age| {
-                    let at = match self.by {
-                        AgeBy::LastPulled => root.last_pulled,
-                        AgeBy::Created => root.created,
-                    };
-                    now.saturating_sub(at) >= age
+        let mut selected = Selected::default();
+        for root in catalog.roots.values() {
+            if root.pinned {
+                continue;
+            }
+            let old_enough = self.older_than.is_none_or(|age| {
+                let at = match self.by {
+                    AgeBy::LastPulled => root.last_pulled,
+                    AgeBy::Created => root.created,
+                };
+                now.saturating_sub(at) >= age
+            });
+            if !old_enough {
+                continue;
+            }
+            let chosen: Vec<&(String, Option<String>)> = root
+                .names
+                .iter()
+                .filter(|(repository, _)| {
+                    !kept_names.contains(&(repository.as_str(), root.digest.as_str()))
                 })
-            })
-            .map(|root| root.digest.clone())
-            .collect()
+                .filter(|name| self.pattern.as_ref().is_none_or(|p| name_matches(name, p)))
+                .collect();
+            if chosen.len() == root.names.len() {
+                selected.roots.insert(root.digest.clone());
+            } else {
+                selected
+                    .tags
+                    .extend(chosen.iter().filter_map(|(repository, tag)| {
+                        tag.as_ref().map(|t| format!("{repository}:{t}"))
+                    }));
+            }
+        }
+        selected
     }
+}
+
+/// Whether a name (`registry/repository` and its tag, if any) matches `pattern`.
+fn name_matches(
+    (repository, tag): &(String, Option<String>),
+    pattern: &globset::GlobMatcher,
+) -> bool {
+    pattern.is_match(repository)
+        || tag
+            .as_ref()
+            .is_some_and(|t| pattern.is_match(format!("{repository}:{t}")))
 }
 
 /// The roots to evict so that blob bytes fall to `target`: least recently pulled first, never pinned; a
@@ -457,7 +491,7 @@ mod tests {
             older_than: Some(50),
             ..Selection::default()
         };
-        let doomed = sel.select(&c, 100);
+        let doomed = sel.select(&c, 100).roots;
         assert_eq!(
             doomed,
             BTreeSet::from(["old".to_string(), "other".to_string()])
@@ -478,16 +512,53 @@ mod tests {
             },
         );
         let c = Catalog::new(&s);
-        assert_eq!(sel.select(&c, 100), BTreeSet::from(["old".to_string()]));
+        assert_eq!(
+            sel.select(&c, 100).roots,
+            BTreeSet::from(["old".to_string()])
+        );
         let sel = Selection {
             pattern: Some(pattern("r.io/*").unwrap()),
             keep_latest: Some(1),
             ..Selection::default()
         };
-        assert_eq!(sel.select(&c, 100), BTreeSet::from(["old".to_string()]));
+        assert_eq!(
+            sel.select(&c, 100).roots,
+            BTreeSet::from(["old".to_string()])
+        );
         assert!(pattern("r.io/*").unwrap().is_match("r.io/app"));
         assert!(!pattern("r.io/*").unwrap().is_match("r.io/a/b"));
         assert!(pattern("r.io/**").unwrap().is_match("r.io/a/b"));
+    }
+
+    #[test]
+    fn a_pattern_removes_only_the_names_it_matches() {
+        let mut s = snapshot();
+        // `new` is also cached as r.io/mirror:v1.
+        s.manifests
+            .get_mut("new")
+            .unwrap()
+            .repositories
+            .push("r.io/mirror".into());
+        s.tags.insert("r.io/mirror:v1".into(), tag("new"));
+        let c = Catalog::new(&s);
+        let sel = Selection {
+            pattern: Some(pattern("r.io/mirror").unwrap()),
+            ..Selection::default()
+        };
+        let selected = sel.select(&c, 100);
+        assert!(selected.roots.is_empty(), "r.io/app:v2 still names it");
+        assert_eq!(
+            selected.tags,
+            BTreeSet::from(["r.io/mirror:v1".to_string()])
+        );
+        // keep_latest counts per repository: the newest of r.io/mirror does not protect r.io/app's old one.
+        let sel = Selection {
+            keep_latest: Some(1),
+            ..Selection::default()
+        };
+        let selected = sel.select(&c, 100);
+        assert_eq!(selected.roots, BTreeSet::from(["old".to_string()]));
+        assert!(selected.tags.is_empty());
     }
 
     #[test]

@@ -51,10 +51,11 @@ pub async fn log_request(request: Request, next: Next) -> Response {
             &method,
             response.status().as_u16(),
             elapsed,
-            bytes,
-            cache_status,
             error_code,
         );
+        if let (Some(cache), true) = (cache_status, method == axum::http::Method::GET) {
+            response = super::telemetry::count_served(response, cache);
+        }
     }
     if !logging {
         return response;

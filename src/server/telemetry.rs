@@ -57,14 +57,45 @@ pub fn endpoint(path: &str) -> &'static str {
     }
 }
 
+/// Counts the body bytes actually sent (a client that leaves early is not counted for what it did not get),
+/// and records them as served when the body is dropped.
+pub fn count_served(
+    response: axum::response::Response,
+    cache: CacheStatus,
+) -> axum::response::Response {
+    use http_body_util::BodyExt;
+    struct Served {
+        bytes: u64,
+        cache: CacheStatus,
+    }
+    impl Drop for Served {
+        fn drop(&mut self) {
+            if self.bytes > 0 {
+                INSTRUMENTS
+                    .served
+                    .add(self.bytes, &[KeyValue::new("cache", self.cache.as_str())]);
+            }
+        }
+    }
+    let (parts, body) = response.into_parts();
+    let mut served = Served { bytes: 0, cache };
+    let body = body.map_frame(move |frame| {
+        // Borrowing the whole struct makes the closure own it, so its Drop runs with the body.
+        let served = &mut served;
+        if let Some(data) = frame.data_ref() {
+            served.bytes += bytes::Buf::remaining(data) as u64;
+        }
+        frame
+    });
+    axum::response::Response::from_parts(parts, axum::body::Body::new(body))
+}
+
 /// Records one answered request.
 pub fn record(
     endpoint: &'static str,
     method: &axum::http::Method,
     status: u16,
     elapsed: Duration,
-    bytes: Option<u64>,
-    cache: Option<CacheStatus>,
     error_code: Option<&'static str>,
 ) {
     let i = &*INSTRUMENTS;
@@ -90,9 +121,5 @@ pub fn record(
     );
     if let Some(code) = error_code {
         i.errors.add(1, &[KeyValue::new("code", code)]);
-    }
-    if let (Some(bytes), Some(cache), "GET") = (bytes, cache, method) {
-        i.served
-            .add(bytes, &[KeyValue::new("cache", cache.as_str())]);
     }
 }

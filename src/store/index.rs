@@ -153,8 +153,8 @@ fn open_error(path: &Path, e: redb::DatabaseError) -> IndexError {
         redb::DatabaseError::DatabaseAlreadyOpen => IndexError::Locked(path.display().to_string()),
         redb::DatabaseError::UpgradeRequired(format) => IndexError::Incompatible(format!(
             "the index {} is in redb file format {format}, written by an older ociregistry (before 0.2, \
-             which moved to redb 4); this build cannot read it and left it untouched. Move it away (the blob \
-             directory can stay) and start again",
+             which moved to redb 4); this build cannot read it and left it untouched. Move it and the blob \
+             directory away and start again (the cache starts empty)",
             path.display()
         )),
         other => other.into(),
@@ -559,6 +559,8 @@ impl Index {
             let mut tags = txn.open_table(TAGS)?;
             let mut blobs = txn.open_table(BLOBS)?;
             let mut gone = BTreeSet::new();
+            // What the removed manifests referenced.
+            let mut of_removed: BTreeSet<String> = BTreeSet::new();
             for digest in &removal.manifests {
                 let meta: Option<ManifestMeta> = match metas.get(digest.as_str())? {
                     Some(v) => Some(serde_json::from_slice(v.value())?),
@@ -572,6 +574,7 @@ impl Index {
                 bodies.remove(digest.as_str())?;
                 for referenced in &meta.references {
                     refs.remove(referenced.as_str(), digest.as_str())?;
+                    of_removed.insert(referenced.clone());
                 }
                 gone.insert(digest.clone());
                 removed.manifests.push((digest.clone(), meta.repositories));
@@ -594,6 +597,8 @@ impl Index {
                 tags.remove(key.as_str())?;
                 removed.tags.push(key);
             }
+            // Blobs of removed manifests go with them (unless another manifest references them); only blobs that
+            // no removed manifest referenced (unreferenced ones) are judged by their own last pull.
             for digest in &removal.blobs {
                 // A blob another manifest references (one cached after the plan) stays.
                 if refs.get(digest.as_str())?.next().is_some() {
@@ -604,7 +609,12 @@ impl Index {
                     None => None,
                 };
                 match meta {
-                    Some(meta) if meta.last_pulled >= removal.planned_at => continue,
+                    Some(meta)
+                        if !of_removed.contains(digest)
+                            && meta.last_pulled >= removal.planned_at =>
+                    {
+                        continue
+                    }
                     Some(meta) => {
                         blobs.remove(digest.as_str())?;
                         removed.blobs.push((digest.clone(), meta.size));

@@ -59,7 +59,7 @@ NOT_AUTHORIZED = [
 OPERATIONS = [
     ("GET", "/admin/v1/stats", None, None),
     ("GET", "/admin/v1/images", {"pattern": "**"}, None),
-    ("POST", "/admin/v1/prune", None, {"dry_run": False}),
+    ("POST", "/admin/v1/prune", None, {"all": True, "dry_run": False}),
     ("POST", "/admin/v1/load", None, {"image": "hello"}),
     ("GET", "/admin/v1/pins", None, None),
     ("POST", "/admin/v1/pin", None, {"reference": "hello"}),
@@ -230,7 +230,7 @@ def main():
          expect=lambda d: expect_equal("pinned", [i["pinned"] for i in d["images"]], [True]))
     call("POST", "/admin/v1/invalidate", body={"reference": hello_by_digest}, status=409, code="PINNED")
     call("POST", "/admin/v1/invalidate", body={"reference": f"contract/app@{app_amd64}"}, status=400, code="BAD_REQUEST")
-    call("POST", "/admin/v1/prune", body={"dry_run": True},
+    call("POST", "/admin/v1/prune", body={"all": True, "dry_run": True},
          expect=lambda d: expect_equal("dry-run prune of everything unpinned", names(d), [APP]) + expect_equal("dry_run", d["dry_run"], True))
     call("GET", "/admin/v1/images", expect=lambda d: expect_equal("images after a dry run", names(d), sorted([HELLO, APP])))
     call("POST", "/admin/v1/prune", body={"older_than": "1h", "dry_run": False},
