@@ -107,6 +107,14 @@ pub struct Config {
     pub min_free_bytes: bytesize::ByteSize,
     /// Serve Prometheus metrics on `/metrics` of this port (on `listen`'s address) or address. Off by default.
     pub metrics: Option<MetricsListen>,
+    /// Export docker-registry-exporter's per-repository gauges (`repository_tags_total`, …), recomputed every
+    /// minute. Off by default: one series per cached tag.
+    pub metrics_repositories: bool,
+    /// Most tags the per-repository gauges cover.
+    pub metrics_max_series: usize,
+    /// How often the per-repository gauges are recomputed from the index.
+    #[serde(with = "humantime_serde")]
+    pub metrics_refresh_interval: Duration,
 }
 
 /// Where the metrics listener binds.
@@ -439,6 +447,9 @@ impl Default for Config {
             max_cache_bytes: None,
             min_free_bytes: bytesize::ByteSize::mib(64),
             metrics: None,
+            metrics_repositories: false,
+            metrics_max_series: 1000,
+            metrics_refresh_interval: Duration::from_secs(60),
         }
     }
 }
@@ -558,6 +569,10 @@ impl Config {
         anyhow::ensure!(
             !self.prune_interval.is_zero(),
             "prune_interval: must be longer than 0s"
+        );
+        anyhow::ensure!(
+            !self.metrics_refresh_interval.is_zero(),
+            "metrics_refresh_interval: must be longer than 0s"
         );
         anyhow::ensure!(
             self.prune_older_than.is_none_or(|d| !d.is_zero()),

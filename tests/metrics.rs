@@ -240,3 +240,51 @@ fn check_documented(scrape_text: &str) {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn per_repository_gauges_follow_the_index() {
+    bounded(async {
+        let upstream = TestUpstream::start().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let config = ServerConfig {
+            extra_yaml: "metrics: \"127.0.0.1:0\"\nmetrics_repositories: true\nmetrics_refresh_interval: 200ms\n"
+                .into(),
+            ..ServerConfig::for_upstream(&upstream)
+        };
+        let server = Server::start(tmp.path(), &config).await;
+        let addr = server
+            .logs()
+            .iter()
+            .find_map(|l| l.split("metrics=Some(").nth(1).and_then(|r| r.split(')').next()).map(str::to_owned))
+            .unwrap();
+        let url = format!("http://{addr}/metrics");
+        let client = client();
+        let image = ImageBuilder::oci().small().seed(210).build();
+        upstream.push_image(REPO, "v1", &image);
+        upstream.push_image(REPO, "v2", &image);
+        let target = Target::in_path(&server, &upstream.host(), REPO);
+        pull_image(&client, &target, "v1", &image).await;
+        pull_image(&client, &target, "v2", &image).await;
+        let repository = format!("{}/{REPO}", upstream.host());
+        let tags_key = format!("repository_tags_total{{repository=\"{repository}\"}}");
+        let mut scraped = Scrape::new();
+        for _ in 0..50 {
+            scraped = scrape(&client, &url).await.1;
+            if get(&scraped, &tags_key) == 2.0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(get(&scraped, &tags_key), 2.0);
+        let layers: usize = image.children.iter().map(|c| c.layers.len()).sum();
+        assert_eq!(
+            get(&scraped, &format!("repository_tag_layers_total{{repository=\"{repository}\",tag=\"v1\"}}")),
+            layers as f64
+        );
+        assert_eq!(
+            get(&scraped, &format!("repository_tag_size_bytes{{repository=\"{repository}\",tag=\"v2\"}}")),
+            image_bytes(&image)
+        );
+    })
+    .await
+}

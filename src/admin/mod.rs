@@ -223,6 +223,9 @@ pub struct Operations {
     aliases: Aliases,
     db: String,
     max_cache_bytes: Option<u64>,
+    /// `metrics_max_series` when `metrics_repositories` is on.
+    repository_series: Option<usize>,
+    repository_series_refresh: Duration,
     /// One removal at a time: two prunes planning from the same snapshot would double-count.
     removing: tokio::sync::Mutex<()>,
 }
@@ -241,6 +244,10 @@ impl Operations {
             cache,
             db: config.db_path().display().to_string(),
             max_cache_bytes: config.max_cache_bytes.map(|b| b.as_u64()),
+            repository_series: config
+                .metrics_repositories
+                .then_some(config.metrics_max_series),
+            repository_series_refresh: config.metrics_refresh_interval,
             removing: tokio::sync::Mutex::new(()),
         })
     }
@@ -782,6 +789,13 @@ pub async fn maintain(
     let blob_stored = ops.cache.blob_stored.clone();
     let has_ceiling = ops.max_cache_bytes.is_some();
     telemetry::observe_ceiling(ops.max_cache_bytes);
+    let repository_series = ops.repository_series.filter(|_| crate::metrics::enabled());
+    if repository_series.is_some() {
+        telemetry::observe_repositories();
+    }
+    let mut series_tick = tokio::time::interval(ops.repository_series_refresh);
+    series_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut series_warned = false;
     let mut prune_tick = tokio::time::interval(prune_interval);
     prune_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ceiling_tick = tokio::time::interval(ceiling_check);
@@ -801,6 +815,19 @@ pub async fn maintain(
             _ = ceiling_tick.tick(), if has_ceiling => {
                 if let Err(err) = ops.enforce_ceiling().await {
                     tracing::warn!(error = %err, "enforcing max_cache_bytes failed");
+                }
+            }
+            _ = series_tick.tick(), if repository_series.is_some() => {
+                let max = repository_series.unwrap_or_default();
+                match ops.snapshot().await {
+                    Ok(snapshot) => {
+                        let truncated = telemetry::refresh_repositories(&Catalog::new(&snapshot), max);
+                        if truncated && !series_warned {
+                            tracing::warn!(metrics_max_series = max, "more cached tags than metrics_max_series: per-repository series are cut off");
+                            series_warned = true;
+                        }
+                    }
+                    Err(err) => tracing::warn!(error = %err, "could not refresh per-repository metrics"),
                 }
             }
             _ = blob_stored.notified(), if has_ceiling => {
