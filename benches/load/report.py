@@ -102,7 +102,8 @@ def main():
     for k, label in [("nproc", "nproc"), ("cpu", "CPU"), ("mem", "memory"), ("kernel", "kernel"),
                      ("load_start", "load average at start"), ("cpu_busy_before", "CPU use before start"), ("load_end", "load average at end"),
                      ("ociregistry", "ociregistry"), ("docker-registry", "docker-registry"), ("nginx", "nginx"),
-                     ("wrk", "wrk"), ("ab", "ab"), ("skopeo", "skopeo"), ("curl", "curl"), ("python", "python"),
+                     ("wrk", "wrk"), ("ab", "ab"), ("skopeo", "skopeo"), ("curl", "curl"), ("openssl", "openssl"),
+                     ("python", "python"),
                      ("params", "parameters")]:
         if k in machine:
             L.append(f"| {label} | {machine[k].replace('|', '/')} |")
@@ -113,7 +114,8 @@ def main():
              "(no per-request access log); the distribution proxy runs with its access log disabled and level "
              "warn; nginx has `access_log off`, `sendfile on`, 2 workers. GET load: wrk; HEAD load: ab -k -i "
              "(wrk 4.1 stalls on HEAD responses that carry a Content-Length). Throughput MiB/s = wrk's "
-             "Transfer/sec (response bytes incl. headers, 2^20 B).")
+             "Transfer/sec (response bytes incl. headers, 2^20 B). Rows t: over TLS, ociregistry (rustls) against "
+             "nginx with `ssl` (OpenSSL), wrk over https (no certificate check, HTTP/1.1); no proxy column.")
     L.append("")
     L.append("| scenario | ociregistry | distribution proxy | nginx | ratio vs nginx | ratio vs proxy |")
     L.append("| --- | ---: | ---: | ---: | ---: | ---: |")

@@ -6,20 +6,22 @@
 #   - nginx serving the same files statically (sendfile on: the practical limit),
 # in front of an upstream docker-registry seeded with skopeo from generated OCI layouts.
 # Scenarios (see README.md beside this file): a) warm manifests, b) warm blobs, c) cold pull, d) 50 concurrent
-# cold readers of one blob, e) RSS, f) startup time with a big index.
+# cold readers of one blob, e) RSS, f) startup time with a big index, t) warm manifest and 64 MiB blob GETs over
+# TLS against nginx with TLS (throwaway CA and certificate for 127.0.0.1 made with openssl).
 #
 # Output: benches/load/out/results.md (also printed), results.csv, runs.csv (every single run), results.png.
 #
 # Env (defaults in brackets):
-#   DURATION [3]         seconds per load-generator run (wrk / ab), scenarios a and b
+#   DURATION [3]         seconds per load-generator run (wrk / ab), scenarios a, b and t
 #   RUNS [3]             runs per measurement; the tables report the median
 #   CONNS_A ["1 16 64"]  connection counts for scenario a;  CONNS_B ["1 16"] for scenario b
+#   CONNS_TM ["1 16"]    connection counts for scenario t's manifest GETs;  CONNS_TB ["1 4"] for its 64 MiB GETs
 #   COLD_RUNS [RUNS]     fresh-cache repetitions for scenario c
 #   THUNDER [50]         concurrent cold readers in scenario d
 #   RSS_MANIFESTS [10000]  manifests cached before the idle-RSS reading (scenario e)
 #   FULL=1               scenario f with 100,000 manifests in the index instead of STARTUP_MANIFESTS [20000]
 #   STARTUP_RUNS [5]     restarts measured in scenario f
-#   SCENARIOS ["a b c d e f"]  subset to run (for development)
+#   SCENARIOS ["a b c d e f t"]  subset to run (for development)
 #   BUILD [1]            0 = do not run `cargo build --release` (use the existing target/release/ociregistry)
 #   OCIREGISTRY_BIN      binary to measure (default <repo>/target/release/ociregistry)
 #   OUT [benches/load/out]  output directory;  KEEP=1 keeps the temp dir (logs) for debugging
@@ -37,6 +39,8 @@ DURATION="${DURATION%s}"
 RUNS="${RUNS:-3}"
 CONNS_A="${CONNS_A:-1 16 64}"
 CONNS_B="${CONNS_B:-1 16}"
+CONNS_TM="${CONNS_TM:-1 16}"
+CONNS_TB="${CONNS_TB:-1 4}"
 COLD_RUNS="${COLD_RUNS:-$RUNS}"
 THUNDER="${THUNDER:-50}"
 RSS_MANIFESTS="${RSS_MANIFESTS:-10000}"
@@ -46,7 +50,7 @@ else
   STARTUP_MANIFESTS="${STARTUP_MANIFESTS:-20000}"
 fi
 STARTUP_RUNS="${STARTUP_RUNS:-5}"
-SCENARIOS=" ${SCENARIOS:-a b c d e f} "
+SCENARIOS=" ${SCENARIOS:-a b c d e f t} "
 BUILD="${BUILD:-1}"
 OCIREGISTRY_BIN="${OCIREGISTRY_BIN:-$REPO_ROOT/target/release/ociregistry}"
 
@@ -65,7 +69,8 @@ has() { [[ "$SCENARIOS" == *" $1 "* ]]; }
 # ---------------------------------------------------------------------------------------------------------
 need_pkgs=()
 declare -A PKG_OF=([docker-registry]=docker-registry [skopeo]=skopeo [nginx]=nginx-light [wrk]=wrk
-  [ab]=apache2-utils [jq]=jq [curl]=curl [python3]=python3 [sha256sum]=coreutils [timeout]=coreutils)
+  [ab]=apache2-utils [jq]=jq [curl]=curl [python3]=python3 [sha256sum]=coreutils [timeout]=coreutils
+  [openssl]=openssl)
 for tool in "${!PKG_OF[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin" command -v "$tool" >/dev/null 2>&1 || need_pkgs+=("${PKG_OF[$tool]}")
 done
@@ -157,11 +162,17 @@ harness_traps cleanup
 # and a process that does not come up is fatal for the whole benchmark.
 
 # wait_http_or_die URL NAME [TIMEOUT_S]: until GET URL answers 200; dies if process NAME died.
+# https:// URLs are checked against the benchmark's throwaway CA (scenario t), so a bad certificate fails here.
+ca_args() { # URL -> sets the array CA_ARGS (curl options)
+  CA_ARGS=()
+  if [[ $1 == https://* ]]; then CA_ARGS=(--cacert "$TMP/tls/ca.pem"); fi
+}
 wait_http_or_die() {
   local url=$1 name=$2 t=${3:-60} code=""
+  ca_args "$url"
   for _ in $(seq 1 $((t * 20))); do
     kill -0 "$(pid_of "$name")" 2>/dev/null || die "$name exited before $url answered (see $TMP/logs/$name.log)"
-    code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" 2>/dev/null || true)"
+    code="$(curl -s "${CA_ARGS[@]}" -o /dev/null -w '%{http_code}' --max-time 2 "$url" 2>/dev/null || true)"
     [[ "$code" == "200" ]] && return 0
     sleep 0.05
   done
@@ -209,7 +220,8 @@ CPU_BUSY="$(awk -v t="$((CPU_T1 - CPU_T0))" -v i="$((CPU_I1 - CPU_I0))" 'BEGIN {
   echo "skopeo=$(skopeo --version 2>&1)"
   echo "curl=$(curl --version | head -n 1 | cut -d' ' -f1-2)"
   echo "python=$(python3 --version 2>&1)"
-  echo "params=DURATION=${DURATION}s RUNS=$RUNS CONNS_A='$CONNS_A' CONNS_B='$CONNS_B' COLD_RUNS=$COLD_RUNS THUNDER=$THUNDER RSS_MANIFESTS=$RSS_MANIFESTS STARTUP_MANIFESTS=$STARTUP_MANIFESTS STARTUP_RUNS=$STARTUP_RUNS BLOB_IO=${BLOB_IO:-mmap}"
+  echo "openssl=$(openssl version 2>&1 | head -n 1)"
+  echo "params=DURATION=${DURATION}s RUNS=$RUNS CONNS_A='$CONNS_A' CONNS_B='$CONNS_B' CONNS_TM='$CONNS_TM' CONNS_TB='$CONNS_TB' COLD_RUNS=$COLD_RUNS THUNDER=$THUNDER RSS_MANIFESTS=$RSS_MANIFESTS STARTUP_MANIFESTS=$STARTUP_MANIFESTS STARTUP_RUNS=$STARTUP_RUNS BLOB_IO=${BLOB_IO:-mmap}"
   echo "load_start=$LOAD_START"
   echo "cpu_busy_before=${CPU_BUSY}% of all CPUs busy during the 2 s before the start"
 } >"$TMP/machine.txt"
@@ -316,6 +328,11 @@ start_oci() { # NAME PORT DATADIR [CONFIG]
     --data-dir "$3" --config-file "${4:-$TMP/ociregistry.yaml}"
   wait_http_or_die "http://127.0.0.1:$2/v2/" "$1"
 }
+start_oci_tls() { # NAME PORT DATADIR: the same configuration, HTTPS with the throwaway certificate (rustls)
+  start_proc "$1" "$TMP/logs/$1.log" env RUST_LOG=warn "$OCIREGISTRY_BIN" serve --listen "127.0.0.1:$2" \
+    --data-dir "$3" --config-file "$TMP/ociregistry.yaml" --tls-cert "$TMP/tls/server.pem" --tls-key "$TMP/tls/server.key"
+  wait_http_or_die "https://127.0.0.1:$2/v2/" "$1"
+}
 
 # Distribution as a pull-through cache. Its own access log is disabled and its level is warn, as for ociregistry.
 start_proxy() { # NAME PORT ROOTDIR
@@ -341,14 +358,35 @@ EOF
 }
 
 # nginx: the manifest and the blobs as static files under the same URL paths; sendfile on, 2 workers, no access log.
-start_nginx() { # PORT
-  local N="$TMP/nginx" R="$TMP/nginx/root/v2/$REPO_WARM" d
-  mkdir -p "$N/tmp" "$R/manifests" "$R/blobs"
+# The files (hard links to the layout's blobs) live in one root shared by the plain and the TLS instance.
+nginx_root() {
+  local R="$TMP/nginx-root/v2/$REPO_WARM" d
+  [[ -d "$R" ]] && return 0
+  mkdir -p "$R/manifests" "$R/blobs"
   cp "$TMP/layout-warm/blobs/sha256/${WARM_MANIFEST#sha256:}" "$R/manifests/$WARM_MANIFEST"
   cp "$R/manifests/$WARM_MANIFEST" "$R/manifests/$TAG"
   for d in "${WARM_LAYERS[@]}"; do
     ln "$TMP/layout-warm/blobs/sha256/${d#sha256:}" "$R/blobs/$d" 2>/dev/null || cp "$TMP/layout-warm/blobs/sha256/${d#sha256:}" "$R/blobs/$d"
   done
+}
+
+# start_nginx NAME PORT [tls]: with tls, `listen ... ssl` (HTTP/1.1 only: no http2 on the listener) with the
+# throwaway certificate, a shared session cache, otherwise the very same configuration (sendfile stays on: nginx
+# ignores it on TLS connections unless kTLS is active, see scenario t).
+start_nginx() {
+  local name=$1 port=$2 N="$TMP/$1" listen tls_conf="" scheme=http
+  nginx_root
+  mkdir -p "$N/tmp"
+  listen="127.0.0.1:$port"
+  if [[ "${3:-}" == tls ]]; then
+    listen="$listen ssl"
+    scheme=https
+    tls_conf="ssl_certificate $TMP/tls/server.pem;
+    ssl_certificate_key $TMP/tls/server.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_timeout 1h;"
+  fi
   cat >"$N/nginx.conf" <<EOF
 worker_processes 2;
 daemon off;
@@ -369,19 +407,20 @@ http {
   types { }
   default_type application/octet-stream;
   server {
-    listen 127.0.0.1:$1;
-    root $N/root;
+    listen $listen;
+    $tls_conf
+    root $TMP/nginx-root;
     location /v2/$REPO_WARM/manifests/ { default_type $MT_MANIFEST; }
   }
 }
 EOF
-  start_proc nginx "$TMP/logs/nginx.log" nginx -p "$N" -e "$N/error.log" -c "$N/nginx.conf"
-  wait_http_or_die "http://127.0.0.1:$1/v2/$REPO_WARM/manifests/$TAG" nginx
+  start_proc "$name" "$TMP/logs/$name.log" nginx -p "$N" -e "$N/error.log" -c "$N/nginx.conf"
+  wait_http_or_die "$scheme://127.0.0.1:$port/v2/$REPO_WARM/manifests/$TAG" "$name"
 }
 
-nginx_rss_kib() { # KEY(VmRSS|VmHWM): master + workers
+nginx_rss_kib() { # KEY(VmRSS|VmHWM) [NAME]: master + workers
   local master p sum=0 v
-  master="$(pid_of nginx)"
+  master="$(pid_of "${2:-nginx}")"
   for p in $master $(ps -o pid= --ppid "$master"); do
     v="$(rss_kib "$p" "$1" 2>/dev/null || echo 0)"
     sum=$((sum + ${v:-0}))
@@ -392,7 +431,8 @@ nginx_rss_kib() { # KEY(VmRSS|VmHWM): master + workers
 # check_same URL DIGEST [ACCEPT]: GET returns exactly the object (warms caches too)
 check_same() {
   local got
-  got="$(curl -sf --max-time 120 -H "Accept: ${3:-*/*}" "$1" | sha256sum | cut -d' ' -f1)" || die "GET $1 failed"
+  ca_args "$1"
+  got="$(curl -sf "${CA_ARGS[@]}" --max-time 120 -H "Accept: ${3:-*/*}" "$1" | sha256sum | cut -d' ' -f1)" || die "GET $1 failed"
   [[ "sha256:$got" == "$2" ]] || die "GET $1 returned sha256:$got, expected $2"
 }
 
@@ -684,6 +724,109 @@ EOF
 }
 
 # ---------------------------------------------------------------------------------------------------------
+# Scenario t: the warm paths over TLS. ociregistry (rustls, ring provider) with --tls-cert/--tls-key against a
+# second nginx with `listen ... ssl` (OpenSSL), same files, same worker/keep-alive settings as the plain nginx.
+# wrk speaks HTTP/1.1 and sends no ALPN, so both serve HTTP/1.1. wrk does not verify the certificate (fine for a
+# throughput figure); curl does, against the throwaway CA, during warm-up.
+# ---------------------------------------------------------------------------------------------------------
+# make_tls_certs: a throwaway CA and a server certificate for IP 127.0.0.1, both ECDSA P-256, in $TMP/tls.
+make_tls_certs() {
+  local T="$TMP/tls"
+  mkdir -p "$T"
+  [[ -s "$T/server.pem" ]] && return 0
+  {
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$T/ca.key" &&
+      openssl req -x509 -new -key "$T/ca.key" -sha256 -days 2 -subj "/CN=ociregistry load benchmark CA" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" -out "$T/ca.pem" &&
+      openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$T/server.key" &&
+      openssl req -new -key "$T/server.key" -subj "/CN=127.0.0.1" -out "$T/server.csr" &&
+      printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+        "extendedKeyUsage=serverAuth" "subjectAltName=IP:127.0.0.1" >"$T/server.ext" &&
+      openssl x509 -req -in "$T/server.csr" -CA "$T/ca.pem" -CAkey "$T/ca.key" -CAcreateserial -days 2 -sha256 \
+        -extfile "$T/server.ext" -out "$T/server.pem" &&
+      openssl verify -CAfile "$T/ca.pem" "$T/server.pem"
+  } >>"$TMP/logs/openssl.log" 2>&1 || die "making the throwaway TLS certificates failed (see $TMP/logs/openssl.log)"
+}
+
+# tls_session NAME PORT: what an OpenSSL client with default settings (as wrk, which links the same libssl)
+# negotiates, checked against the CA; one line for the notes.
+tls_session() {
+  local out proto cipher group verify
+  out="$(timeout 10 openssl s_client -connect "127.0.0.1:$2" -CAfile "$TMP/tls/ca.pem" -verify_ip 127.0.0.1 \
+    -brief </dev/null 2>&1 || true)"
+  echo "$out" >>"$TMP/logs/openssl.log"
+  proto="$(awk -F': *' '/^Protocol version/ { print $2; exit }' <<<"$out")"
+  cipher="$(awk -F': *' '/^Ciphersuite/ { print $2; exit }' <<<"$out")"
+  group="$(awk -F': *' '/^(Negotiated TLS1.3 group|Server Temp Key)/ { print $2; exit }' <<<"$out")"
+  verify="$(awk -F': *' '/^Verification/ { print $2; exit }' <<<"$out")"
+  echo "$1 negotiated ${proto:-?} ${cipher:-?} (key exchange ${group:-?}; certificate verification: ${verify:-?})"
+}
+
+# warm_check BASE_URL: manifest by tag and by digest and every blob, sha256-checked; HEAD by tag answers 200.
+warm_check() {
+  local b="$1/v2/$REPO_WARM" d code
+  check_same "$b/manifests/$TAG" "$WARM_MANIFEST" "$ACCEPT_MANIFESTS"
+  check_same "$b/manifests/$WARM_MANIFEST" "$WARM_MANIFEST" "$ACCEPT_MANIFESTS"
+  for d in "${WARM_LAYERS[@]}"; do check_same "$b/blobs/$d" "$d"; done
+  ca_args "$b"
+  code="$(curl -s "${CA_ARGS[@]}" -o /dev/null -I -w '%{http_code}' -H "Accept: $ACCEPT_MANIFESTS" "$b/manifests/$TAG")"
+  [[ "$code" == 200 ]] || die "HEAD $b/manifests/$TAG -> $code"
+}
+
+scenario_t() {
+  local oport nport c r srv res rps p50 p99 mibps errs key big="${WARM_LAYERS[2]}"
+  make_tls_certs
+  pick_port oport
+  pick_port nport
+  start_oci_tls oci-tls "$oport" "$TMP/oci-tls"
+  start_nginx nginx-tls "$nport" tls
+  local -A TB=([ociregistry]="https://127.0.0.1:$oport" [nginx]="https://127.0.0.1:$nport")
+  local TSERVERS=(ociregistry nginx)
+  log "t: warming over TLS: ociregistry $oport, nginx $nport"
+  for srv in "${TSERVERS[@]}"; do warm_check "${TB[$srv]}"; done
+  note "t: $(tls_session ociregistry "$oport")"
+  note "t: $(tls_session nginx "$nport")"
+  if [[ -r /proc/net/tls_stat ]] || grep -qw tls /proc/sys/net/ipv4/tcp_available_ulp 2>/dev/null; then
+    note "t: the kernel offers kTLS, but nginx is not told to use it (no \`ssl_conf_command Options KTLS\`): it encrypts in user space (SSL_write), no sendfile, like ociregistry"
+  else
+    note "t: no kTLS on this kernel (no tls ULP, no /proc/net/tls_stat): nginx encrypts in user space (SSL_write from its buffers; sendfile is off on TLS connections), like ociregistry (rustls)"
+  fi
+  for c in $CONNS_TM; do
+    key="t_get_c$c"
+    row "${key}_rps" t "t. TLS: GET manifest by digest, $c conn: req/s" "req/s" higher
+    row "${key}_p99" t "t. TLS: GET manifest by digest, $c conn: p99 latency" "ms" lower
+    for r in $(seq 1 "$RUNS"); do
+      for srv in "${TSERVERS[@]}"; do
+        res="$(wrk_run "${TB[$srv]}/v2/$REPO_WARM/manifests/$WARM_MANIFEST" "$c")"
+        read -r rps p50 p99 mibps errs <<<"$res"
+        log "t: $srv TLS manifest c=$c run $r: $rps req/s, p50 $p50 ms, p99 $p99 ms, errors $errs"
+        [[ "$errs" == "0" ]] || note "t: $srv TLS manifest c=$c run $r reported $errs errors/non-2xx responses"
+        put "${key}_rps" "$srv" "$r" "$rps"
+        put "${key}_p99" "$srv" "$r" "$p99"
+      done
+    done
+  done
+  for c in $CONNS_TB; do
+    key="t_64MiB_c$c"
+    row "$key" t "t. TLS: GET blob 64MiB, $c conn: throughput" "MiB/s" higher
+    for r in $(seq 1 "$RUNS"); do
+      for srv in "${TSERVERS[@]}"; do
+        res="$(wrk_run "${TB[$srv]}/v2/$REPO_WARM/blobs/$big" "$c")"
+        read -r rps p50 p99 mibps errs <<<"$res"
+        log "t: $srv TLS 64MiB c=$c run $r: $mibps MiB/s ($rps req/s), errors $errs"
+        [[ "$errs" == "0" ]] || note "t: $srv TLS 64MiB c=$c run $r reported $errs errors/non-2xx responses"
+        put "$key" "$srv" "$r" "$mibps"
+      done
+    done
+  done
+  row t_peak t "t. TLS: peak RSS (VmHWM) over warm-up + scenario t (nginx: master + 2 workers)" "MiB" lower
+  put t_peak ociregistry 1 "$(kib_to_mib "$(rss_kib "$(pid_of oci-tls)" VmHWM)")"
+  put t_peak nginx 1 "$(kib_to_mib "$(nginx_rss_kib VmHWM nginx-tls)")"
+  stop_proc oci-tls
+  stop_proc nginx-tls
+}
+
+# ---------------------------------------------------------------------------------------------------------
 # Run
 # ---------------------------------------------------------------------------------------------------------
 T_START="$(now_ns)"
@@ -693,19 +836,12 @@ if has a || has b; then
   pick_port NGINX_PORT
   start_oci oci "$OCI_PORT" "$TMP/oci-warm"
   start_proxy proxy "$PROXY_PORT" "$TMP/proxy-warm"
-  start_nginx "$NGINX_PORT"
+  start_nginx nginx "$NGINX_PORT"
   BASE[ociregistry]="http://127.0.0.1:$OCI_PORT"
   BASE[proxy]="http://127.0.0.1:$PROXY_PORT"
   BASE[nginx]="http://127.0.0.1:$NGINX_PORT"
   log "warming: ociregistry $OCI_PORT, distribution proxy $PROXY_PORT, nginx $NGINX_PORT"
-  for srv in "${SERVERS[@]}"; do
-    b="${BASE[$srv]}/v2/$REPO_WARM"
-    check_same "$b/manifests/$TAG" "$WARM_MANIFEST" "$ACCEPT_MANIFESTS"
-    check_same "$b/manifests/$WARM_MANIFEST" "$WARM_MANIFEST" "$ACCEPT_MANIFESTS"
-    for d in "${WARM_LAYERS[@]}"; do check_same "$b/blobs/$d" "$d"; done
-    code="$(curl -s -o /dev/null -I -w '%{http_code}' -H "Accept: $ACCEPT_MANIFESTS" "$b/manifests/$TAG")"
-    [[ "$code" == 200 ]] || die "HEAD $b/manifests/$TAG -> $code"
-  done
+  for srv in "${SERVERS[@]}"; do warm_check "${BASE[$srv]}"; done
   has a && scenario_a
   has b && scenario_b
   row e_peak e "e. peak RSS (VmHWM) over warm-up + scenarios a/b (nginx: master + 2 workers)" "MiB" lower
@@ -716,6 +852,7 @@ if has a || has b; then
   stop_proc proxy
   stop_proc nginx
 fi
+has t && scenario_t
 has c && scenario_c
 has d && scenario_d
 if has e || has f; then scenario_ef; fi
