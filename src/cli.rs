@@ -49,10 +49,10 @@ pub enum Command {
     Version,
 }
 
-/// Where the operations find the cache: the running server's admin socket, else the index directly.
+/// Where the index and blobs are: the same flags for `serve` and the operations.
 #[derive(Args, Debug, Default, Clone)]
-pub struct AdminArgs {
-    /// Directory for the index and blobs (as given to serve).
+pub struct StoreArgs {
+    /// Directory for the index and blobs (default ./ociregistry-data).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// The redb index file (default <data-dir>/index.redb).
@@ -61,7 +61,28 @@ pub struct AdminArgs {
     /// The blob directory (default <data-dir>/blobs).
     #[arg(long)]
     pub blobs: Option<PathBuf>,
-    /// The server's admin socket (default <data-dir>/admin.sock).
+}
+
+impl StoreArgs {
+    fn apply(&self, config: &mut Config) {
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(db) = &self.db {
+            config.db = Some(db.clone());
+        }
+        if let Some(blobs) = &self.blobs {
+            config.blobs = Some(blobs.clone());
+        }
+    }
+}
+
+/// Where the operations find the cache: the running server's admin socket, else the index directly.
+#[derive(Args, Debug, Default, Clone)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The server's admin socket (default: admin.sock beside the index).
     #[arg(long)]
     pub admin_socket: Option<PathBuf>,
     /// A server's TCP admin listener, e.g. http://10.0.0.5:9091 (needs --token-file).
@@ -74,15 +95,7 @@ pub struct AdminArgs {
 
 impl AdminArgs {
     fn apply(&self, config: &mut Config) {
-        if let Some(dir) = &self.data_dir {
-            config.data_dir = dir.clone();
-        }
-        if let Some(db) = &self.db {
-            config.db = Some(db.clone());
-        }
-        if let Some(blobs) = &self.blobs {
-            config.blobs = Some(blobs.clone());
-        }
+        self.store.apply(config);
         if let Some(socket) = &self.admin_socket {
             config.admin_socket = Some(socket.clone());
         }
@@ -168,15 +181,8 @@ pub struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:8080; use 0.0.0.0:8080 to serve other hosts).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
-    /// Directory for the index and blobs (default ./ociregistry-data).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// The redb index file (default <data-dir>/index.redb).
-    #[arg(long)]
-    pub db: Option<PathBuf>,
-    /// The blob directory (default <data-dir>/blobs).
-    #[arg(long)]
-    pub blobs: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Log filter, e.g. info or debug (RUST_LOG wins when set).
     #[arg(long)]
     pub log_level: Option<String>,
@@ -221,15 +227,7 @@ impl ServeArgs {
         if let Some(listen) = self.listen {
             config.listen = listen;
         }
-        if let Some(dir) = self.data_dir {
-            config.data_dir = dir;
-        }
-        if let Some(db) = self.db {
-            config.db = Some(db);
-        }
-        if let Some(blobs) = self.blobs {
-            config.blobs = Some(blobs);
-        }
+        self.store.apply(config);
         if let Some(level) = self.log_level {
             config.log_level = level;
         }
