@@ -521,42 +521,11 @@ step_skopeo_loaded() {
   for v in a b c d e s1 s2; do pull_skopeo "$OCI" "$v" "loaded-$v"; done
 }
 
-start_containerd() {
-  local name=$1 d="$TMP/$1"
-  mkdir -p "$d"
-  cat >"$d/config.toml" <<EOF
-version = 2
-root = "$d/root"
-state = "$d/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$d/ctd.sock"
-[ttrpc]
-  address = "$d/ctd.sock.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$d/opt"
-EOF
-  # ociregistry is the only mirror of the upstream and the fallback `server` is a dead port: a pull can only
-  # succeed through ociregistry
-  mkdir -p "$TMP/hosts/$UP"
-  cat >"$TMP/hosts/$UP/hosts.toml" <<EOF
-server = "http://127.0.0.1:$DEADPORT"
-
-[host."http://$OCI"]
-  capabilities = ["pull", "resolve"]
-EOF
-  start_bg "$name" "$TMP/logs/$name.log" containerd --config "$d/config.toml"
-  for _ in $(seq 1 300); do
-    if ! is_running "$name"; then echo "containerd exited early" >&2; return 1; fi
-    if [[ -S "$d/ctd.sock" ]] && timeout 10 ctr --address "$d/ctd.sock" version >/dev/null 2>&1; then
-      echo "containerd ($name) is up at $d/ctd.sock"
-      touch "$TMP/ok/$name"
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "containerd did not come up" >&2
-  return 1
+# start_mirror_containerd NAME: containerd (tests/lib/harness.sh) whose only mirror of the upstream is ociregistry;
+# the fallback `server` is a dead port, so a pull can only succeed through ociregistry.
+start_mirror_containerd() {
+  mirror_hosts "$UP" "$OCI" "http://127.0.0.1:$DEADPORT"
+  start_containerd "$1"
 }
 
 ctr_() { local name=$1; shift; timeout "$CMD_TIMEOUT" ctr --address "$TMP/$name/ctd.sock" "$@"; }
@@ -586,7 +555,7 @@ ctd_pull() {
 }
 
 step_ctd_loaded() {
-  start_containerd ctd1
+  start_mirror_containerd ctd1
   ctd_pull ctd1 a
   ctd_pull ctd1 d
   local ns

@@ -319,42 +319,11 @@ step_concurrent_cold() {
 }
 
 # containerd ---------------------------------------------------------------------------------------------
-# start_containerd NAME: root/state/sockets under $TMP/NAME; the CRI plugin is disabled (not needed, noisy).
-start_containerd() {
-  local name=$1 d="$TMP/$1"
-  mkdir -p "$d"
-  cat >"$d/config.toml" <<EOF
-version = 2
-root = "$d/root"
-state = "$d/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$d/ctd.sock"
-[ttrpc]
-  address = "$d/ctd.sock.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$d/opt"
-EOF
-  # ociregistry is a mirror of the upstream; the upstream itself stays the fallback `server`
-  mkdir -p "$TMP/hosts/$UP"
-  cat >"$TMP/hosts/$UP/hosts.toml" <<EOF
-server = "http://$UP"
-
-[host."http://$OCI"]
-  capabilities = ["pull", "resolve"]
-EOF
-  start_bg "$name" "$TMP/logs/$name.log" containerd --config "$d/config.toml"
-  for _ in $(seq 1 300); do
-    if ! is_running "$name"; then echo "containerd exited early" >&2; return 1; fi
-    if [[ -S "$d/ctd.sock" ]] && timeout 10 ctr --address "$d/ctd.sock" version >/dev/null 2>&1; then
-      echo "containerd ($name) is up at $d/ctd.sock"
-      touch "$TMP/ok/$name"
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "containerd did not come up" >&2
-  return 1
+# start_mirror_containerd NAME: containerd (tests/lib/harness.sh) with ociregistry as the mirror of the upstream;
+# the upstream itself stays the fallback `server`.
+start_mirror_containerd() {
+  mirror_hosts "$UP" "$OCI" "http://$UP"
+  start_containerd "$1"
 }
 
 ctr_() { # NAME ARGS...
@@ -489,7 +458,7 @@ step_stop_upstream() {
 step_ctd_fresh_pull_upstream_down() {
   stop_bg ctd1 10 >/dev/null
   rm -f "$TMP/ok/ctd1"
-  start_containerd ctd2
+  start_mirror_containerd ctd2
   local have
   have="$(ctr_ ctd2 content ls -q)"
   [[ -z "$have" ]] || { echo "fresh containerd content store is not empty" >&2; return 1; }
@@ -526,7 +495,7 @@ run_step "in-path route /v2/$UP/$REPO_APP: manifests and blobs byte-exact" step_
 run_step "ns= query selects the upstream (listed dead -> 502 UNAVAILABLE, unlisted loopback -> 403 DENIED)" step_ns_routing
 run_step "Range request on a blob -> 206 with the right bytes" step_range
 run_step "4 concurrent cold readers of one blob -> 1 upstream GET, all bodies correct" step_concurrent_cold
-run_step "containerd starts" start_containerd ctd1
+run_step "containerd starts" start_mirror_containerd ctd1
 run_step "containerd pulls $REPO_CTD via mirror (cold, ns route) and unpacks" step_ctd_pull_cold
 run_step "containerd pulls $REPO_APP via mirror (warm, ns route) and unpacks" step_ctd_pull_warm
 run_step "access log: method, path, status, cache=miss (cold) / cache=hit (warm)" step_access_log

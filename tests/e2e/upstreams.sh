@@ -522,35 +522,6 @@ EOF
   done
 }
 
-# start_containerd NAME: root/state/sockets under $TMP/NAME; the CRI plugin is disabled (not needed, noisy).
-start_containerd() {
-  local name=$1 d="$TMP/$1"
-  mkdir -p "$d"
-  cat >"$d/config.toml" <<EOF
-version = 2
-root = "$d/root"
-state = "$d/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$d/ctd.sock"
-[ttrpc]
-  address = "$d/ctd.sock.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$d/opt"
-EOF
-  start_bg "$name" "$TMP/logs/$name.log" containerd --config "$d/config.toml"
-  for _ in $(seq 1 300); do
-    if ! is_running "$name"; then echo "containerd exited early" >&2; return 1; fi
-    if [[ -S "$d/ctd.sock" ]] && timeout 10 ctr --address "$d/ctd.sock" version >/dev/null 2>&1; then
-      echo "containerd ($name) is up at $d/ctd.sock"
-      touch "$TMP/ok/$name"
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "containerd did not come up" >&2
-  return 1
-}
 
 # ctd_pull CTD VARIANT REF: real `ctr images pull` (with unpack) of linux/amd64 through the hosts dir; the image
 # target is the pushed index, every linux/amd64 blob is in the content store, the image is complete and unpacked.

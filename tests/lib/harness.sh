@@ -242,3 +242,47 @@ dump_log_tails() { # LINES COLS
     tail -n "$1" "$f" | cut -c1-"$2" | sed 's/^/    /'
   done
 }
+
+# containerd ---------------------------------------------------------------------------------------------------
+# start_containerd NAME: a real containerd with root/state/sockets under $TMP/NAME (the CRI plugin, not needed
+# and noisy, disabled); waits until `ctr version` answers on $TMP/NAME/ctd.sock and touches $TMP/ok/NAME.
+start_containerd() {
+  local name=$1 d="$TMP/$1"
+  mkdir -p "$d" "$TMP/ok"
+  cat >"$d/config.toml" <<CFG
+version = 2
+root = "$d/root"
+state = "$d/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$d/ctd.sock"
+[ttrpc]
+  address = "$d/ctd.sock.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$d/opt"
+CFG
+  start_bg "$name" "$TMP/logs/$name.log" containerd --config "$d/config.toml"
+  for _ in $(seq 1 300); do
+    if ! is_running "$name"; then echo "containerd exited early" >&2; return 1; fi
+    if [[ -S "$d/ctd.sock" ]] && timeout 10 ctr --address "$d/ctd.sock" version >/dev/null 2>&1; then
+      echo "containerd ($name) is up at $d/ctd.sock"
+      touch "$TMP/ok/$name"
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "containerd did not come up" >&2
+  return 1
+}
+
+# mirror_hosts UPSTREAM MIRROR FALLBACK: $TMP/hosts/UPSTREAM/hosts.toml naming MIRROR (host:port, plain http) as
+# the mirror for pulls and resolves, and FALLBACK (a URL) as the `server` containerd falls back to.
+mirror_hosts() {
+  mkdir -p "$TMP/hosts/$1"
+  cat >"$TMP/hosts/$1/hosts.toml" <<HOSTS
+server = "$3"
+
+[host."http://$2"]
+  capabilities = ["pull", "resolve"]
+HOSTS
+}
