@@ -226,6 +226,8 @@ pub struct Operations {
     /// `metrics_max_series` when `metrics_repositories` is on.
     repository_series: Option<usize>,
     repository_series_refresh: Duration,
+    /// Whether the store's running blob-byte count has been set from a snapshot yet.
+    blob_bytes_counted: std::sync::atomic::AtomicBool,
     /// One removal at a time: two prunes planning from the same snapshot would double-count.
     removing: tokio::sync::Mutex<()>,
 }
@@ -248,6 +250,7 @@ impl Operations {
                 .metrics_repositories
                 .then_some(config.metrics_max_series),
             repository_series_refresh: config.metrics_refresh_interval,
+            blob_bytes_counted: std::sync::atomic::AtomicBool::new(false),
             removing: tokio::sync::Mutex::new(()),
         })
     }
@@ -264,6 +267,8 @@ impl Operations {
         let snapshot = self.store.index(|index| index.snapshot()).await?;
         self.store
             .set_blob_bytes(snapshot.blobs.values().map(|b| b.size).sum());
+        self.blob_bytes_counted
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(snapshot)
     }
 
@@ -531,6 +536,15 @@ impl Operations {
         let Some(ceiling) = self.max_cache_bytes else {
             return Ok(None);
         };
+        // The running count (kept up to date as blobs land and go) spares a snapshot of the whole index on
+        // every check while the cache is under the ceiling; the snapshot below has the last word.
+        if self
+            .blob_bytes_counted
+            .load(std::sync::atomic::Ordering::Relaxed)
+            && self.store.blob_bytes() <= ceiling
+        {
+            return Ok(None);
+        }
         let _one_at_a_time = self.removing.lock().await;
         let now = unix_now();
         let snapshot = self.snapshot().await?;
