@@ -107,25 +107,19 @@ ops() { ops_in "$DATA" "$TMP/config.yaml" "$@"; }
 ops_cap() { ops_in "$DATA_CAP" "$TMP/cap.yaml" "$@"; }
 
 # run_ops NAME CMD ARGS...: runs `ops CMD ARGS`, stdout to $TMP/out/NAME.out, stderr to $TMP/out/NAME.err, the
-# exit status to $TMP/out/NAME.rc; prints all three. Never fails by itself.
-run_ops() {
-  local name=$1 rc=0
-  shift
-  ops "$@" >"$TMP/out/$name.out" 2>"$TMP/out/$name.err" || rc=$?
+# exit status to $TMP/out/NAME.rc; prints all three. Never fails by itself. run_ops_cap: the same on the capped
+# instance.
+run_ops_with() { # OPS_FUNC LABEL NAME CMD ARGS...
+  local ops_func=$1 label=$2 name=$3 rc=0
+  shift 3
+  "$ops_func" "$@" >"$TMP/out/$name.out" 2>"$TMP/out/$name.err" || rc=$?
   echo "$rc" >"$TMP/out/$name.rc"
-  echo "\$ ociregistry $* -> exit $rc"
+  echo "\$ ociregistry $*$label -> exit $rc"
   echo "--- stdout:"; head -c 6000 "$TMP/out/$name.out"; echo
   echo "--- stderr:"; head -c 4000 "$TMP/out/$name.err"; echo
 }
-run_ops_cap() {
-  local name=$1 rc=0
-  shift
-  ops_cap "$@" >"$TMP/out/$name.out" 2>"$TMP/out/$name.err" || rc=$?
-  echo "$rc" >"$TMP/out/$name.rc"
-  echo "\$ ociregistry $* (capped instance) -> exit $rc"
-  echo "--- stdout:"; head -c 6000 "$TMP/out/$name.out"; echo
-  echo "--- stderr:"; head -c 4000 "$TMP/out/$name.err"; echo
-}
+run_ops() { run_ops_with ops "" "$@"; }
+run_ops_cap() { run_ops_with ops_cap " (capped instance)" "$@"; }
 rc_of() { cat "$TMP/out/$1.rc"; }
 
 # expect_mode NAME admin|direct: the first stderr line names the mode (spec: "using the server at ...admin.sock"
@@ -277,21 +271,7 @@ step_build_images() {
 }
 
 step_start_upstream() {
-  mkdir -p "$TMP/upstream/data"
-  cat >"$TMP/upstream/config.yml" <<EOF
-version: 0.1
-log:
-  level: info
-storage:
-  filesystem:
-    rootdirectory: $TMP/upstream/data
-  delete:
-    enabled: true
-http:
-  addr: $UP
-EOF
-  start_bg upstream "$UPLOG" docker-registry serve "$TMP/upstream/config.yml"
-  wait_http "http://$UP/v2/" 30 upstream
+  start_docker_registry "$UP" "$UPLOG" info
   echo "docker-registry serves http://$UP/v2/"
 }
 

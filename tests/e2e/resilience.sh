@@ -145,19 +145,7 @@ no_panics() {
 # Setup
 # ---------------------------------------------------------------------------------------------------------
 step_start_upstream() {
-  mkdir -p "$TMP/upstream/data"
-  cat >"$TMP/upstream/config.yml" <<EOF
-version: 0.1
-log:
-  level: info
-storage:
-  filesystem:
-    rootdirectory: $TMP/upstream/data
-http:
-  addr: $REG
-EOF
-  start_bg upstream "$TMP/logs/docker-registry.log" docker-registry serve "$TMP/upstream/config.yml"
-  wait_http "http://$REG/v2/" 30 upstream
+  start_docker_registry "$REG" "$TMP/logs/docker-registry.log" info
   echo "docker-registry serves http://$REG/v2/"
   start_bg proxy "$TMP/logs/throttle-proxy.log" python3 "$REPO_ROOT/tests/e2e/throttle_proxy.py" \
     --listen "$UP" --upstream "$REG" --rate "$THROTTLE"

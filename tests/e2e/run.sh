@@ -107,21 +107,7 @@ OCI="127.0.0.1:$OCIPORT"
 echo "e2e: temp dir $TMP; upstream $UP; ociregistry $OCI; binary $OCIREGISTRY_BIN"
 
 step_start_upstream() {
-  mkdir -p "$TMP/upstream/data"
-  cat >"$TMP/upstream/config.yml" <<EOF
-version: 0.1
-log:
-  level: info
-storage:
-  filesystem:
-    rootdirectory: $TMP/upstream/data
-  delete:
-    enabled: true
-http:
-  addr: $UP
-EOF
-  start_bg upstream "$TMP/logs/docker-registry.log" docker-registry serve "$TMP/upstream/config.yml"
-  wait_http "http://$UP/v2/" 30 upstream
+  start_docker_registry "$UP" "$TMP/logs/docker-registry.log" info
   echo "docker-registry serves http://$UP/v2/"
 }
 

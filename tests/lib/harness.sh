@@ -286,3 +286,26 @@ server = "$3"
   capabilities = ["pull", "resolve"]
 HOSTS
 }
+
+# docker-registry ----------------------------------------------------------------------------------------------
+# start_docker_registry ADDR LOG LEVEL: Debian's docker-registry (Distribution 2.8) as process `upstream` on ADDR,
+# filesystem storage in $TMP/upstream/data (deletes allowed), config in $TMP/upstream/config.yml, log level
+# LEVEL, output to LOG; waits until /v2/ answers.
+start_docker_registry() {
+  local addr=$1 log=$2 level=$3
+  mkdir -p "$TMP/upstream/data"
+  cat >"$TMP/upstream/config.yml" <<CFG
+version: 0.1
+log:
+  level: $level
+storage:
+  filesystem:
+    rootdirectory: $TMP/upstream/data
+  delete:
+    enabled: true
+http:
+  addr: $addr
+CFG
+  start_bg upstream "$log" docker-registry serve "$TMP/upstream/config.yml"
+  wait_http "http://$addr/v2/" 30 upstream
+}
