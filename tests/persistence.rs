@@ -117,7 +117,8 @@ async fn kill9_during_cold_blob_download_then_restart_serves_correct_content() {
 }
 
 /// SIGTERM while a cold blob is still streaming: the server exits 0 in time, a client body that
-/// ended cleanly is correct, and after a restart the store is consistent and the blob is served.
+/// ended cleanly is correct and the blob is kept (shutdown waits for the fill to commit), and after a
+/// restart the store is consistent and the blob is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_during_cold_download_exits_cleanly() {
     bounded(async {
@@ -156,12 +157,27 @@ async fn sigterm_during_cold_download_exits_cleanly() {
         }
 
         fx.upstream.set_blob_slow(&big.digest, None);
+        let gets_before_restart = fx.upstream.blob_gets(REPO, &big.digest);
         fx.server.restart().await;
         let data = fx.server.data_dir();
         let leftovers = tmp_files(&data);
         assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
-        verify_blob_store(&data);
+        let stored = verify_blob_store(&data);
+        if r.status == 200 && r.complete {
+            // Shutdown waits for the fill to commit: what a client fully received is kept.
+            assert!(
+                stored.contains(&big.digest),
+                "the client got the whole blob but it was not kept across the restart"
+            );
+        }
         check_blob(&fx.client, &fx.in_path(REPO), &big).await;
+        if r.status == 200 && r.complete {
+            assert_eq!(
+                fx.upstream.blob_gets(REPO, &big.digest),
+                gets_before_restart,
+                "a kept blob must be served without asking the upstream again"
+            );
+        }
     })
     .await
 }

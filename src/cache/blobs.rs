@@ -234,7 +234,7 @@ impl PullThrough {
         let stored = self.blob_stored.clone();
         let blob_root = self.store.clone();
         let min_free = self.min_free_bytes;
-        tokio::spawn(async move {
+        self.background.spawn(async move {
             let mut guard = guard;
             let fill = guard.fill.clone();
             let digest = fill.digest.clone();

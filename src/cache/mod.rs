@@ -140,6 +140,9 @@ pub struct PullThrough {
     pub blob_stored: Arc<tokio::sync::Notify>,
     /// Below this much free space, uncached blobs are streamed to clients without being stored.
     min_free_bytes: u64,
+    /// Fills and revalidations running in the background: shutdown waits for them (see [`PullThrough::drain`]),
+    /// so a blob a client already received is not left half-committed.
+    background: tokio_util::task::TaskTracker,
 }
 
 /// How many unknown tags are remembered at most.
@@ -174,6 +177,7 @@ impl PullThrough {
             fill_writers: Arc::new(FillWriters::new(config.max_concurrent_fills)),
             blob_stored: Arc::new(tokio::sync::Notify::new()),
             min_free_bytes: config.min_free_bytes.as_u64(),
+            background: tokio_util::task::TaskTracker::new(),
         };
         telemetry::observe(&cache);
         Ok(cache)
@@ -182,6 +186,14 @@ impl PullThrough {
     /// Whether a blob is being downloaded from any registry (it may be indexed but not yet renamed into place).
     pub fn is_filling(&self, digest: &str) -> bool {
         self.fills.iter().any(|f| f.key().digest.as_str() == digest)
+    }
+
+    /// Waits up to `within` for background fills and revalidations to finish; new ones can still start
+    /// meanwhile (a request finishing late). Returns how many were still running at the deadline.
+    pub async fn drain(&self, within: Duration) -> usize {
+        self.background.close();
+        let _ = tokio::time::timeout(within, self.background.wait()).await;
+        self.background.len()
     }
 
     /// The free-space floor of the blob filesystem (readiness reports below it).

@@ -114,7 +114,7 @@ impl PullThrough {
         let target = target.clone();
         let tag = tag.to_owned();
         let key: Box<str> = key.into();
-        tokio::spawn(async move {
+        self.background.spawn(async move {
             let _running = RevalidationGuard {
                 cache: &cache,
                 key: &key,

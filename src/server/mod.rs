@@ -256,7 +256,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let lifecycle = health::Lifecycle::default();
     let state = Arc::new(AppState {
         aliases: cache.upstreams().aliases().clone(),
-        cache,
+        cache: cache.clone(),
         default_registry: normalize_host(&config.default_registry)
             .map_err(|e| anyhow::anyhow!("default_registry: {e}"))?,
         blob_io: config.blob_io,
@@ -298,6 +298,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!("listening on {scheme}://{addr}");
     listener::serve(listener, app, limits, tls, shutdown, SHUTDOWN_GRACE).await;
+    // A client may have its whole blob while the fill still fsyncs, renames and indexes it.
+    let unfinished = cache.drain(SHUTDOWN_GRACE).await;
+    if unfinished > 0 {
+        tracing::warn!(unfinished, "background fills still running at shutdown were abandoned; their temp files are swept at the next start");
+    }
     let _ = flusher.await;
     store.flush_access_times().await?;
     tracing::info!("stopped");
