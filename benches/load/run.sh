@@ -7,7 +7,8 @@
 # in front of an upstream docker-registry seeded with skopeo from generated OCI layouts.
 # Scenarios (see README.md beside this file): a) warm manifests, b) warm blobs, c) cold pull, d) 50 concurrent
 # cold readers of one blob, e) RSS, f) startup time with a big index, t) warm manifest and 64 MiB blob GETs over
-# TLS against nginx with TLS (throwaway CA and certificate for 127.0.0.1 made with openssl).
+# TLS against nginx with TLS (throwaway CA and certificate for 127.0.0.1 made with openssl), o) the cost of the
+# access log and metrics (ociregistry against itself with both off).
 #
 # Output: benches/load/out/results.md (also printed), results.csv, runs.csv (every single run), results.png.
 #
@@ -21,7 +22,8 @@
 #   RSS_MANIFESTS [10000]  manifests cached before the idle-RSS reading (scenario e)
 #   FULL=1               scenario f with 100,000 manifests in the index instead of STARTUP_MANIFESTS [20000]
 #   STARTUP_RUNS [5]     restarts measured in scenario f
-#   SCENARIOS ["a b c d e f t"]  subset to run (for development)
+#   CONNS_O [16]         connections for scenario o;  RUNS_O [2*RUNS] paired runs (each run measures both instances)
+#   SCENARIOS ["a b c d e f t o"]  subset to run (for development)
 #   BUILD [1]            0 = do not run `cargo build --release` (use the existing target/release/ociregistry)
 #   OCIREGISTRY_BIN      binary to measure (default <repo>/target/release/ociregistry)
 #   OUT [benches/load/out]  output directory;  KEEP=1 keeps the temp dir (logs) for debugging
@@ -50,12 +52,14 @@ else
   STARTUP_MANIFESTS="${STARTUP_MANIFESTS:-20000}"
 fi
 STARTUP_RUNS="${STARTUP_RUNS:-5}"
-SCENARIOS=" ${SCENARIOS:-a b c d e f t} "
+CONNS_O="${CONNS_O:-16}"
+RUNS_O="${RUNS_O:-$((2 * RUNS))}"
+SCENARIOS=" ${SCENARIOS:-a b c d e f t o} "
 BUILD="${BUILD:-1}"
 OCIREGISTRY_BIN="${OCIREGISTRY_BIN:-$REPO_ROOT/target/release/ociregistry}"
 
 [[ "$DURATION" =~ ^[0-9]+$ && "$DURATION" -ge 1 && "$DURATION" -le 600 ]] || { echo "DURATION must be 1..600 seconds" >&2; exit 2; }
-for v in RUNS COLD_RUNS THUNDER RSS_MANIFESTS STARTUP_MANIFESTS STARTUP_RUNS; do
+for v in RUNS RUNS_O CONNS_O COLD_RUNS THUNDER RSS_MANIFESTS STARTUP_MANIFESTS STARTUP_RUNS; do
   [[ "${!v}" =~ ^[0-9]+$ && "${!v}" -ge 1 && "${!v}" -le 200000 ]] || { echo "$v must be a number in 1..200000" >&2; exit 2; }
 done
 [[ $RSS_MANIFESTS -le $STARTUP_MANIFESTS ]] || { echo "RSS_MANIFESTS must not exceed the startup index size" >&2; exit 2; }
@@ -773,6 +777,57 @@ warm_check() {
   [[ "$code" == 200 ]] || die "HEAD $b/manifests/$TAG -> $code"
 }
 
+# Scenario o: what observability costs. The same binary twice, both warm: "quiet" (RUST_LOG=warn, no metrics
+# listener) and "observed" (RUST_LOG=info: one access-log line per request to its log file, plus `--metrics` scraped
+# once a second), measured alternately with the same load (GET manifest by digest); medians of RUNS_O runs each.
+scenario_o() {
+  local qport oport mport r srv res rps p50 p99 mibps errs scraper dropped
+  pick_port qport
+  pick_port oport
+  pick_port mport
+  start_oci oci-quiet "$qport" "$TMP/oci-quiet"
+  start_proc oci-observed "$TMP/logs/oci-observed.log" env RUST_LOG=info "$OCIREGISTRY_BIN" serve \
+    --listen "127.0.0.1:$oport" --data-dir "$TMP/oci-observed" --config-file "$TMP/ociregistry.yaml" \
+    --metrics "127.0.0.1:$mport"
+  wait_http_or_die "http://127.0.0.1:$oport/v2/" oci-observed
+  local -A OB=([quiet]="http://127.0.0.1:$qport" [observed]="http://127.0.0.1:$oport")
+  for srv in quiet observed; do warm_check "${OB[$srv]}"; done
+  ( while sleep 1; do curl -s -o /dev/null "http://127.0.0.1:$mport/metrics"; done ) &
+  scraper=$!
+  for r in $(seq 1 "$RUNS_O"); do
+    for srv in quiet observed; do
+      res="$(wrk_run "${OB[$srv]}/v2/$REPO_WARM/manifests/$WARM_MANIFEST" "$CONNS_O")"
+      read -r rps p50 p99 mibps errs <<<"$res"
+      log "o: $srv GET manifest c=$CONNS_O run $r: $rps req/s, p99 $p99 ms, errors $errs"
+      [[ "$errs" == "0" ]] || note "o: $srv run $r reported $errs errors/non-2xx responses"
+      put o_rps "$srv" "$r" "$rps"
+      put o_p99 "$srv" "$r" "$p99"
+    done
+  done
+  kill "$scraper" 2>/dev/null; wait "$scraper" 2>/dev/null || true
+  dropped="$(curl -s "http://127.0.0.1:$mport/metrics" | awk '/^ociregistry_log_lines_dropped_total/ { print $2 }')"
+  local lines
+  lines="$(grep -c ' access: ' "$TMP/logs/oci-observed.log" || true)"
+  stop_proc oci-quiet
+  stop_proc oci-observed
+  note "$(python3 - "$RAW" "$CONNS_O" "$lines" "${dropped:-?}" <<'PY'
+import statistics, sys
+raw, conns, lines, dropped = sys.argv[1:]
+v = {"quiet": {}, "observed": {}}
+for line in open(raw):
+    key, srv, run, val = line.rstrip("\n").split("\t")
+    if key in ("o_rps", "o_p99") and srv in v:
+        v[srv].setdefault(key, []).append(float(val))
+q, o = statistics.median(v["quiet"]["o_rps"]), statistics.median(v["observed"]["o_rps"])
+qp, op = statistics.median(v["quiet"]["o_p99"]), statistics.median(v["observed"]["o_p99"])
+print(f"o: cost of observability, GET manifest by digest, {conns} conn, {len(v['quiet']['o_rps'])} paired runs: "
+      f"quiet (access log and metrics off) {q:,.0f} req/s (p99 {qp:.2f} ms), observed (access log on, metrics on and "
+      f"scraped every second) {o:,.0f} req/s (p99 {op:.2f} ms): observed/quiet = {o / q:.3f}; "
+      f"{lines} access-log lines written, {dropped} dropped")
+PY
+)"
+}
+
 scenario_t() {
   local oport nport c r srv res rps p50 p99 mibps errs key big="${WARM_LAYERS[2]}"
   make_tls_certs
@@ -853,6 +908,7 @@ if has a || has b; then
   stop_proc nginx
 fi
 has t && scenario_t
+has o && scenario_o
 has c && scenario_c
 has d && scenario_d
 if has e || has f; then scenario_ef; fi

@@ -61,18 +61,35 @@ pub async fn log_request(request: Request, next: Next) -> Response {
         return response;
     }
     let cache = cache_status.map_or("-", |c| c.as_str());
-    tracing::info!(
-        target: "access",
-        id = %id,
-        method = %method,
-        path = %uri.path(),
-        query = %uri.query().unwrap_or(""),
-        status = response.status().as_u16(),
-        bytes,
-        latency_us = elapsed.as_micros() as u64,
-        client = %client.map_or(String::from("-"), |ip| ip.to_string()),
-        cache = %cache,
-    );
+    let status = response.status().as_u16();
+    let latency_us = elapsed.as_micros() as u64;
+    if crate::logging::access::running() {
+        crate::logging::access::submit(crate::logging::access::AccessRecord {
+            at: std::time::SystemTime::now(),
+            id,
+            method,
+            uri,
+            status,
+            bytes,
+            latency_us,
+            client,
+            cache,
+        });
+    } else {
+        // No access-log thread (the logger was not installed, e.g. embedded in a test): plain `tracing`.
+        tracing::info!(
+            target: "access",
+            id = %id,
+            method = %method,
+            path = %uri.path(),
+            query = %uri.query().unwrap_or(""),
+            status,
+            bytes,
+            latency_us,
+            client = %client.map_or(String::from("-"), |ip| ip.to_string()),
+            cache = %cache,
+        );
+    }
     response
 }
 

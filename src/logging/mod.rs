@@ -1,7 +1,10 @@
 //! Log set-up: `tracing` events to stderr as text (default) or JSON lines, filtered by `RUST_LOG` or the
 //! configured level. Lines go through a bounded non-blocking writer (`tracing-appender`): a request never
 //! waits for stderr; if the writer falls behind, lines are dropped and counted
-//! (`ociregistry_log_lines_dropped_total`) rather than slowing the server down.
+//! (`ociregistry_log_lines_dropped_total`) rather than slowing the server down. Access-log lines take a
+//! cheaper path of their own ([`access`]).
+
+pub mod access;
 
 use std::sync::OnceLock;
 
@@ -21,14 +24,21 @@ pub enum LogFormat {
 
 static DROPPED: OnceLock<tracing_appender::non_blocking::ErrorCounter> = OnceLock::new();
 
-/// Lines dropped because the writer fell behind.
+/// Lines dropped because the writer (or the access-log formatter) fell behind.
 pub fn dropped_lines() -> u64 {
-    DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
+    DROPPED.get().map_or(0, |c| c.dropped_lines() as u64) + access::dropped()
 }
 
-/// Keeps the writer thread alive; dropping it flushes what is buffered.
+/// Keeps the writer thread alive; dropping it flushes what is buffered (access-log records included).
 pub struct LogGuard {
     _writer: tracing_appender::non_blocking::WorkerGuard,
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        // Before `_writer` drops and flushes: the access-log thread hands over what is still queued.
+        access::drain(std::time::Duration::from_secs(1));
+    }
 }
 
 /// Installs the global subscriber.
@@ -46,6 +56,7 @@ pub fn init(level: &str, format: LogFormat) -> anyhow::Result<LogGuard> {
         .thread_name("ociregistry-log")
         .finish(std::io::stderr());
     let _ = DROPPED.set(writer.error_counter());
+    access::start(writer.clone(), format)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
