@@ -18,7 +18,9 @@
 #      answers /readyz; a config with an htpasswd-protected upstream (Debian docker-registry on 127.0.0.1) pulls
 #      an image through with skopeo, byte for byte, using the password from the rendered Secret; the full
 #      deployment config (TLS with client certificates required, upstream TLS files, pruning, ...) serves /readyz
-#      over HTTPS only to a client with a certificate.
+#      over HTTPS only to a client with a certificate; air-gapped preparation as docs/kubernetes.md describes it
+#      (`ociregistry load` into a data dir with the rendered config, the dir copied, the upstream stopped, the
+#      rendered airGapped config serving the image, an uncached one answered 404).
 #    In 7, the rendered config names files where the pod mounts its Secrets (/etc/ociregistry/secrets,
 #    /etc/ociregistry/tls); the test writes the rendered Secrets' keys into a temp directory and rewrites
 #    exactly those two path prefixes in the extracted config to it. Nothing else in the config is changed.
@@ -87,6 +89,7 @@ HARNESS_PYTHON="$PY"
 manifests() { "$PY" "$HERE/manifests.py" "$@"; }
 # shellcheck source=tests/e2e/lib-images.sh
 source "$REPO_ROOT/tests/e2e/lib-images.sh"
+TAG=v1 # the tag build_image writes into the layout
 
 finish() {
   if [[ $FAILED -gt 0 ]]; then
@@ -209,10 +212,10 @@ step_notes() {
   grep -F 'config_path = "/etc/containerd/certs.d"' "$TMP/notes-default.txt"
   grep -F '[host."http://localhost:31080"]' "$TMP/notes-default.txt"
   grep -F 'capabilities = ["pull", "resolve"]' "$TMP/notes-default.txt"
-  grep -F 'kubectl -n ns exec deploy/t-ociregistry -- ociregistry list' "$TMP/notes-default.txt"
+  grep -F 'kubectl -n ns exec deploy/t-ociregistry -- /ociregistry list' "$TMP/notes-default.txt"
   render_notes "$TMP/notes-ds.txt" -f "$HERE/values/daemonset-hostpath.yaml"
   grep -F 'http://<node IP>:5080' "$TMP/notes-ds.txt"
-  grep -F 'kubectl -n ns exec ds/t-ociregistry -- ociregistry list' "$TMP/notes-ds.txt"
+  grep -F 'kubectl -n ns exec ds/t-ociregistry -- /ociregistry list' "$TMP/notes-ds.txt"
   render_notes "$TMP/notes-tls.txt" -f "$HERE/values/deployment-full.yaml" "${TLS_FILES[@]}" --set service.type=NodePort
   grep -F '[host."https://localhost:31443"]' "$TMP/notes-tls.txt"
   grep -F 'skip_verify = true' "$TMP/notes-tls.txt"
@@ -365,11 +368,11 @@ http: {addr: $up}
 auth: {htpasswd: {realm: chart-test, path: $TMP/upstream/htpasswd}}
 CFG
   start_bg upstream "$TMP/logs/upstream.log" docker-registry serve "$TMP/upstream/config.yml"
+  printf '%s %s\n' "$up" "$pw" >"$TMP/upstream.addr"
   for _ in $(seq 1 100); do
     [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://$up/v2/")" == 401 ]] && break
     sleep 0.1
   done
-  TAG=v1
   build_image "$TMP/layout" chartapp 64
   skopeo copy -q --all --preserve-digests --dest-tls-verify=false --dest-creds "chartuser:$pw" \
     "oci:$TMP/layout:v1" "docker://$up/chart/app:v1"
@@ -413,7 +416,7 @@ VALUES
   curl -fsS "http://127.0.0.1:$MP/metrics" >"$TMP/metrics.txt"
   grep -E "^ociregistry_manifest_pulls_total\{namespace=\"$up\",source=\"upstream\"\} [1-9]" "$TMP/metrics.txt"
   grep -E '^ociregistry_max_cache_bytes 1073741824$' "$TMP/metrics.txt"
-  # What `kubectl exec ... -- ociregistry list` does in the pod: OCIREGISTRY_CONFIG names the config file.
+  # What `kubectl exec ... -- /ociregistry list` does in the pod: OCIREGISTRY_CONFIG names the config file.
   OCIREGISTRY_CONFIG="$TMP/pull-config.yaml" "$OCIREGISTRY_BIN" list --data-dir "$TMP/data-pull" >"$TMP/list.txt"
   cat "$TMP/list.txt"
   grep -F "$up/chart/app:v1" "$TMP/list.txt"
@@ -463,6 +466,49 @@ step_serve_full_tls() {
   stop_bg serve-full
 }
 
+# Air-gapped preparation as docs/kubernetes.md describes it: on a connected workstation, `ociregistry load`
+# (no server running: it opens the index directly) with a config rendered from the same values fills a data
+# directory; the directory is copied (to the node's hostPath / the volume) and the server runs on it with
+# airGapped: true while the upstream is down.
+step_air_gapped() {
+  local up pw
+  read -r up pw <"$TMP/upstream.addr"
+  cat >"$TMP/airgap-values.yaml" <<VALUES
+registries:
+  - name: $up
+    scheme: http
+    aliases: [upstream]
+    auth:
+      username: chartuser
+      password: $pw
+VALUES
+  helm template t "$CHART" -f "$TMP/airgap-values.yaml" >"$TMP/r/airgap-load.yaml"
+  manifests config "$TMP/r/airgap-load.yaml" "$TMP/airgap-load-config.yaml"
+  manifests secret "$TMP/r/airgap-load.yaml" -upstreams "$TMP/airgap-secrets"
+  rewrite_paths "$TMP/airgap-load-config.yaml" "$TMP/airgap-secrets" "$TMP/none"
+  "$OCIREGISTRY_BIN" load --config-file "$TMP/airgap-load-config.yaml" --data-dir "$TMP/workstation-data" \
+    --image "$up/chart/app:v1" | tee "$TMP/load.txt"
+  grep -E "^$up/chart/app:v1 .* loaded$" "$TMP/load.txt"
+  cp -a "$TMP/workstation-data" "$TMP/node-data"
+  stop_bg upstream
+  if curl -s -o /dev/null "http://$up/v2/"; then echo "upstream still answers" >&2; return 1; fi
+  helm template t "$CHART" -f "$TMP/airgap-values.yaml" --set airGapped=true >"$TMP/r/airgap.yaml"
+  manifests config "$TMP/r/airgap.yaml" "$TMP/airgap-config.yaml"
+  grep -x 'air_gapped: true' "$TMP/airgap-config.yaml"
+  rewrite_paths "$TMP/airgap-config.yaml" "$TMP/airgap-secrets" "$TMP/none"
+  pick_port P
+  start_bg serve-airgap "$TMP/logs/serve-airgap.log" \
+    "$OCIREGISTRY_BIN" serve --config-file "$TMP/airgap-config.yaml" --data-dir "$TMP/node-data" --listen "127.0.0.1:$P"
+  wait_http "http://127.0.0.1:$P/readyz" 30 serve-airgap
+  skopeo copy -q --all --src-tls-verify=false "docker://127.0.0.1:$P/upstream/chart/app:v1" "oci:$TMP/out-airgap:v1"
+  compare_layout "$TMP/layout" "$TMP/out-airgap" chartapp
+  # Not cached -> 404 at once (air-gapped), not a wait for the dead upstream.
+  local code
+  code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$P/v2/chart/other/manifests/v1?ns=$up")"
+  expect_eq "$code" 404 "uncached manifest while air-gapped"
+  stop_bg serve-airgap
+}
+
 log "helm $(helm version --short), promtool $(promtool --version 2>&1 | head -1 | awk '{print $3}'), temp $TMP"
 run_step "files/ are exact copies of observability/ (rules, dashboards)" step_copies
 run_step "README.md is generated from values.yaml and values.schema.json, every value documented" step_readme
@@ -481,5 +527,6 @@ run_step "credentials never in the ConfigMap" step_no_credentials_in_configmap
 run_step "containerd configurator script writes hosts.toml" step_configurator
 run_step "ociregistry serve accepts the default rendered config; /readyz 200" step_serve_default
 run_step "rendered config + Secret: pull through an htpasswd upstream with skopeo" step_pull_through
+run_step "air-gapped: load on a workstation, copy the data dir, serve the airGapped config" step_air_gapped
 run_step "rendered full config (TLS, client auth, upstream TLS files): /readyz over HTTPS" step_serve_full_tls
 finish || exit 1

@@ -165,7 +165,7 @@ spec:
         - {{ . | quote }}
         {{- end }}
       env:
-        # `kubectl exec ... -- ociregistry list` (and load, prune, pin, stats) read the same config file,
+        # `kubectl exec ... -- /ociregistry list` (and load, prune, pin, stats) read the same config file,
         # so they find the data directory and the admin socket.
         - name: OCIREGISTRY_CONFIG
           value: {{ include "ociregistry.configPath" . }}
