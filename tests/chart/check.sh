@@ -20,13 +20,14 @@
 #      deployment config (TLS with client certificates required, upstream TLS files, pruning, ...) serves /readyz
 #      over HTTPS only to a client with a certificate; air-gapped preparation as docs/kubernetes.md describes it
 #      (`ociregistry load` into a data dir with the rendered config, the dir copied, the upstream stopped, the
-#      rendered airGapped config serving the image, an uncached one answered 404).
+#      rendered airGapped config serving the image, an uncached one answered 404), and a real containerd
+#      fetching that image with the hosts.toml the rendered configurator script wrote (?ns= in the access log).
 #    In 7, the rendered config names files where the pod mounts its Secrets (/etc/ociregistry/secrets,
 #    /etc/ociregistry/tls); the test writes the rendered Secrets' keys into a temp directory and rewrites
 #    exactly those two path prefixes in the extracted config to it. Nothing else in the config is changed.
 #
 # Installs what is missing (as root): helm via shared/tools/install-helm.sh, Debian packages prometheus
-# (promtool), docker-registry, skopeo, apache2-utils (htpasswd), jq, openssl, curl; a venv target/chart-venv
+# (promtool), docker-registry, skopeo, containerd, apache2-utils (htpasswd), jq, openssl, curl; a venv target/chart-venv
 # with kubernetes-validate and PyYAML (created only when missing). OCIREGISTRY_BIN overrides the binary
 # (default target/debug/ociregistry). CHART_KEEP=1 keeps the temp dir, CHART_VERBOSE=1 prints every step's output.
 set -euo pipefail
@@ -60,6 +61,7 @@ need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
+command -v containerd >/dev/null 2>&1 || need+=(containerd)
 command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 for c in jq openssl curl; do command -v "$c" >/dev/null 2>&1 || need+=("$c"); done
 [[ ${#need[@]} -eq 0 ]] || apt_install "${need[@]}"
@@ -83,6 +85,7 @@ PY="$VENV/bin/python"
 TMP="$(mktemp -d /tmp/ociregistry-chart.XXXXXX)"
 PIDDIR="$TMP/pids"
 mkdir -p "$PIDDIR" "$TMP/steps" "$TMP/logs" "$TMP/r"
+harness_cleanup_hook() { unmount_below_tmp; }
 harness_traps harness_cleanup
 HARNESS_PYTHON="$PY"
 
@@ -506,6 +509,35 @@ VALUES
   local code
   code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$P/v2/chart/other/manifests/v1?ns=$up")"
   expect_eq "$code" 404 "uncached manifest while air-gapped"
+  echo "$P" >"$TMP/airgap.port" # the next step's containerd pulls from this server, then stops it
+}
+
+# containerd as the client, configured by the configurator: the script from the rendered DaemonSet writes
+# _default/hosts.toml (HOST_IP 127.0.0.1, PORT the air-gapped server's), and a real containerd fetches the image
+# with that hosts dir. The upstream is down and needs a password containerd does not have, so only the mirror
+# can have served it; its access log must show containerd's ?ns= requests.
+step_containerd_configured() {
+  local up pw P
+  read -r up pw <"$TMP/upstream.addr"
+  P="$(cat "$TMP/airgap.port")"
+  local d="$TMP/ctd-hosts" env=()
+  mapfile -t env <"$TMP/configurator.sh.env"
+  mkdir -p "$d"
+  env -i PATH="$PATH" "${env[@]}" CERTS_DIR="$d" HOST_IP=127.0.0.1 PORT="$P" REGISTRIES=_default sh "$TMP/configurator.sh"
+  start_containerd ctd
+  timeout 60 ctr --address "$TMP/ctd/ctd.sock" content fetch --hosts-dir "$d" --plain-http --platform linux/amd64 \
+    "$up/chart/app:v1" >"$TMP/ctr-fetch.out" 2>&1 || { tail -5 "$TMP/ctr-fetch.out" >&2; return 1; }
+  local have blob
+  have="$(timeout 10 ctr --address "$TMP/ctd/ctd.sock" content ls -q)"
+  while read -r blob; do
+    grep -qxF "$blob" <<<"$have" || { echo "blob $blob missing from containerd's content store" >&2; return 1; }
+  done <"$TMP/expect/chartapp/amd64.blobs"
+  local n
+  local ns_re="${up%%:*}(:|%3A)${up##*:}" # containerd URL-encodes the colon
+  n="$(grep -cE "path=/v2/chart/app/(manifests|blobs)/[^ ]* query=ns=${ns_re//./\\.} " "$TMP/logs/serve-airgap.log" || true)"
+  echo "containerd's requests with ns=$up in the mirror's access log: $n"
+  [[ $n -ge 4 ]] || { echo "containerd did not pull through the mirror" >&2; return 1; }
+  stop_bg ctd
   stop_bg serve-airgap
 }
 
@@ -528,5 +560,6 @@ run_step "containerd configurator script writes hosts.toml" step_configurator
 run_step "ociregistry serve accepts the default rendered config; /readyz 200" step_serve_default
 run_step "rendered config + Secret: pull through an htpasswd upstream with skopeo" step_pull_through
 run_step "air-gapped: load on a workstation, copy the data dir, serve the airGapped config" step_air_gapped
+run_step "containerd pulls through the configurator's hosts.toml (?ns=, upstream down)" step_containerd_configured
 run_step "rendered full config (TLS, client auth, upstream TLS files): /readyz over HTTPS" step_serve_full_tls
 finish || exit 1
