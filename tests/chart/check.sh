@@ -18,7 +18,8 @@
 #      answers /readyz; a config with an htpasswd-protected upstream (Debian docker-registry on 127.0.0.1) pulls
 #      an image through with skopeo, byte for byte, using the password from the rendered Secret; the full
 #      deployment config (TLS with client certificates required, upstream TLS files, pruning, ...) serves /readyz
-#      over HTTPS only to a client with a certificate; air-gapped preparation as docs/kubernetes.md describes it
+#      over HTTPS only to a client with a certificate; the pull again under the pod's conditions (uid/gid 65532,
+#      no capabilities, read-only root filesystem, Secret files 0440 group 65532); air-gapped preparation as docs/kubernetes.md describes it
 #      (`ociregistry load` into a data dir with the rendered config, the dir copied, the upstream stopped, the
 #      rendered airGapped config serving the image, an uncached one answered 404), and a real containerd
 #      fetching that image with the hosts.toml the rendered configurator script wrote (?ns= in the access log).
@@ -469,6 +470,52 @@ step_serve_full_tls() {
   stop_bg serve-full
 }
 
+# The pod's conditions, emulated: the server runs as 65532:65532 (runAsUser/runAsGroup, fsGroup as a
+# supplementary group) without capabilities and with no_new_privs, in a mount namespace where the root filesystem
+# is read-only (readOnlyRootFilesystem) and only the data directory is writable; the config file and the
+# Secret's files are root-owned, the Secret's with the chart's defaultMode 0440 and group 65532 (as kubelet
+# does with fsGroup). It pulls the image through, and `ociregistry list` run as the same uid (what
+# `kubectl exec` does) reaches it over the admin socket in the data directory.
+step_pod_conditions() {
+  local up pw P
+  read -r up pw <"$TMP/upstream.addr"
+  local pod="$TMP/pod"
+  mkdir -p "$pod/etc" "$pod/secrets" "$pod/data"
+  chmod 0711 "$TMP" # mktemp -d is 0700; the server's uid must reach $pod (as it reaches /etc in a pod)
+  chmod 0755 "$pod" "$pod/etc" "$pod/secrets"
+  chown 65532:65532 "$pod/data"
+  manifests secret "$TMP/r/pull.yaml" -upstreams "$pod/secrets" # fresh: the previous step spoiled its copy
+  chown root:65532 "$pod/secrets/"*
+  chmod 0440 "$pod/secrets/"*
+  manifests config "$TMP/r/pull.yaml" "$pod/etc/config.yaml"
+  rewrite_paths "$pod/etc/config.yaml" "$pod/secrets" "$TMP/none"
+  chmod 0644 "$pod/etc/config.yaml"
+  pick_port P
+  start_bg serve-pod "$TMP/logs/serve-pod.log" unshare -m --propagation private sh -c '
+    set -e
+    mount -o remount,bind,ro /
+    mount --bind "$1" "$1"
+    mount -o remount,bind,rw "$1"
+    if touch /tmp/ociregistry-chart-rofs-probe 2>/dev/null; then echo "root filesystem is writable" >&2; exit 1; fi
+    cd /
+    export OCIREGISTRY_CONFIG="$2"
+    exec setpriv --reuid 65532 --regid 65532 --groups 65532 --no-new-privs --inh-caps=-all --bounding-set=-all \
+      "$3" serve --config-file "$2" --data-dir "$1" --listen "$4"' \
+    _ "$pod/data" "$pod/etc/config.yaml" "$OCIREGISTRY_BIN" "127.0.0.1:$P"
+  wait_http "http://127.0.0.1:$P/readyz" 30 serve-pod
+  grep -o 'pid=[0-9]* uid=65532$' "$TMP/logs/serve-pod.log"
+  skopeo copy -q --all --src-tls-verify=false "docker://127.0.0.1:$P/upstream/chart/app:v1" "oci:$TMP/out-pod:v1"
+  compare_layout "$TMP/layout" "$TMP/out-pod" chartapp
+  OCIREGISTRY_CONFIG="$pod/etc/config.yaml" setpriv --reuid 65532 --regid 65532 --groups 65532 \
+    "$OCIREGISTRY_BIN" list --data-dir "$pod/data" >"$TMP/pod-list.txt" 2>"$TMP/pod-list.err"
+  cat "$TMP/pod-list.err" "$TMP/pod-list.txt"
+  grep -F "using the server at $pod/data/admin.sock" "$TMP/pod-list.err"
+  grep -F "$up/chart/app:v1" "$TMP/pod-list.txt"
+  # Everything the server wrote is in the data directory and belongs to it.
+  find "$pod/data" ! -user 65532 | grep . && { echo "files in the data dir not owned by 65532" >&2; return 1; }
+  stop_bg serve-pod
+}
+
 # Air-gapped preparation as docs/kubernetes.md describes it: on a connected workstation, `ociregistry load`
 # (no server running: it opens the index directly) with a config rendered from the same values fills a data
 # directory; the directory is copied (to the node's hostPath / the volume) and the server runs on it with
@@ -559,6 +606,7 @@ run_step "credentials never in the ConfigMap" step_no_credentials_in_configmap
 run_step "containerd configurator script writes hosts.toml" step_configurator
 run_step "ociregistry serve accepts the default rendered config; /readyz 200" step_serve_default
 run_step "rendered config + Secret: pull through an htpasswd upstream with skopeo" step_pull_through
+run_step "pod conditions: uid 65532, no capabilities, read-only root, Secret files 0440 group 65532" step_pod_conditions
 run_step "air-gapped: load on a workstation, copy the data dir, serve the airGapped config" step_air_gapped
 run_step "containerd pulls through the configurator's hosts.toml (?ns=, upstream down)" step_containerd_configured
 run_step "rendered full config (TLS, client auth, upstream TLS files): /readyz over HTTPS" step_serve_full_tls
