@@ -11,7 +11,7 @@
 #
 # Name resolution in the image (static glibc): the container reaches the upstream as upstream.test (only in
 # its /etc/hosts, --add-host) and as upstream.dns.test (only known to tests/image/dns_stub.py on
-# 127.0.0.53:53, the container's /etc/resolv.conf); neither name resolves on the host.
+# 127.0.0.153:53, the container's /etc/resolv.conf); neither name resolves on the host.
 #
 # The Docker engine: `dockerd` with its own data/exec roots under a temp dir, --bridge=none --iptables=false
 # --storage-driver=vfs (works inside containers without overlayfs or iptables); containers use --network host.
@@ -154,7 +154,7 @@ pick_port METRICSPORT
 pick_port DEADPORT # nothing listens here: containerd's fallback `server`, so only the mirror can serve
 UP="127.0.0.1:$UPPORT"
 UPNAME="upstream.test:$UPPORT"      # resolvable only inside the container, via /etc/hosts (--add-host)
-DNS_ADDR=127.0.0.53                 # tests/image/dns_stub.py listens on DNS_ADDR:53 (UDP)
+DNS_ADDR=127.0.0.153                # dns_stub.py on DNS_ADDR:53 (not 127.0.0.53: systemd-resolved)
 DNSNAME="upstream.dns.test:$UPPORT" # resolvable only inside the container, via DNS (the stub)
 OCI="127.0.0.1:$OCIPORT"
 
