@@ -74,6 +74,8 @@ if ! command -v helm >/dev/null 2>&1; then
   [[ -n "$installer" ]] || die "helm is missing and shared/tools/install-helm.sh was not found (set HELM_INSTALLER)"
   log "helm missing: installing with $installer"
   bash "$installer" >/dev/null
+  export PATH="/usr/local/bin:$PATH" # where the installer puts helm
+  command -v helm >/dev/null 2>&1 || die "helm is still missing after $installer"
 fi
 if [[ ! -x "$VENV/bin/kubernetes-validate" ]]; then
   log "creating $VENV ($KV_PIN, PyYAML)"
