@@ -227,6 +227,22 @@ step_notes() {
   grep -F 'skip_verify = true' "$TMP/notes-tls.txt"
 }
 
+# docs/kubernetes.md shows the default config file as the chart renders it; the two must stay equal.
+step_docs_default_config() {
+  manifests config "$TMP/r/default.yaml" "$TMP/default-config-doc.yaml"
+  "$PY" - "$REPO_ROOT/docs/kubernetes.md" "$TMP/default-config-doc.yaml" <<'PY'
+import re, sys, yaml
+doc = open(sys.argv[1]).read()
+m = re.search(r"a ConfigMap with the server's config file.*?```yaml\n(.*?)```", doc, re.S)
+assert m, "docs/kubernetes.md: no config block after 'a ConfigMap with the server's config file'"
+shown = yaml.safe_load(m.group(1))
+rendered = yaml.safe_load(open(sys.argv[2]))
+if shown != rendered:
+    sys.exit(f"docs/kubernetes.md shows {shown}\nthe chart renders {rendered}")
+print(f"docs/kubernetes.md's default config = the rendered one ({len(rendered)} keys)")
+PY
+}
+
 # --- 5. negative checks ------------------------------------------------------------------------------------------
 # expect_rejected HOW MESSAGE_PART HELM_ARGS...: `helm lint --strict` (HOW=lint) or `helm template` (HOW=template)
 # must fail, and its output must contain MESSAGE_PART (so it fails for the reason meant).
@@ -603,6 +619,7 @@ run_step "PrometheusRule = observability rules; promtool check rules" step_rules
 run_step "ServiceMonitor fields match the metrics Service" step_servicemonitor
 run_step "dashboard ConfigMap: grafana_dashboard label, dashboards unchanged" step_dashboards
 run_step "NOTES.txt: containerd config_path and hosts.toml" step_notes
+run_step "docs/kubernetes.md shows the default config the chart renders" step_docs_default_config
 run_step "bad values are rejected (lint: schema; template: cross-value rules)" step_negative
 run_step "credentials never in the ConfigMap" step_no_credentials_in_configmap
 run_step "containerd configurator script writes hosts.toml" step_configurator
