@@ -135,12 +135,14 @@ scenario_args() { # SCENARIO -> helm arguments
 
 # --- 1. copies and README ------------------------------------------------------------------------------------
 step_copies() {
-  cmp "$REPO_ROOT/observability/rules/ociregistry.rules.yml" "$CHART/files/ociregistry.rules.yml"
+  local fix="cp observability/rules/ociregistry.rules.yml charts/ociregistry/files/ && cp observability/grafana/dashboards/*.json charts/ociregistry/files/dashboards/"
+  cmp "$REPO_ROOT/observability/rules/ociregistry.rules.yml" "$CHART/files/ociregistry.rules.yml" \
+    || { echo "stale copy; run: $fix" >&2; return 1; }
   local orig=() n
   for f in "$REPO_ROOT"/observability/grafana/dashboards/*.json; do
     n="$(basename "$f")"
     orig+=("$n")
-    cmp "$f" "$CHART/files/dashboards/$n"
+    cmp "$f" "$CHART/files/dashboards/$n" || { echo "stale copy; run: $fix" >&2; return 1; }
   done
   [[ "$(cd "$CHART/files/dashboards" && ls ./*.json | sed 's|^\./||' | tr '\n' ' ')" == "$(printf '%s ' "${orig[@]}")" ]] \
     || { echo "files/dashboards/ and observability/grafana/dashboards/ hold different files" >&2; return 1; }
