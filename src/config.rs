@@ -115,6 +115,78 @@ pub struct Config {
     /// How often the per-repository gauges are recomputed from the index.
     #[serde(with = "humantime_serde")]
     pub metrics_refresh_interval: Duration,
+    /// Blob downloads of at least 1 MiB served slower than this (bytes per second) count as slow downloads.
+    pub metrics_slow_download_bytes_per_sec: bytesize::ByteSize,
+    /// Count requests by client network: `prefix` (the client's /24, or /48 for IPv6) or site name → CIDRs.
+    /// Off by default.
+    pub metrics_client_networks: Option<ClientNetworks>,
+}
+
+/// How requests are grouped by client network for `ociregistry_client_requests_total{network}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientNetworks {
+    /// The client's /24 (IPv4) or /48 (IPv6) network, up to `metrics_max_series` of them.
+    Prefix,
+    /// Named sites; a client in none of them is `other`. The most specific network matching wins.
+    Sites(Vec<(String, Vec<ipnet::IpNet>)>),
+}
+
+impl<'de> Deserialize<'de> for ClientNetworks {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ClientNetworks, D::Error> {
+        use serde::de::Error;
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Mode(String),
+            Sites(std::collections::BTreeMap<String, Vec<String>>),
+        }
+        let raw = Raw::deserialize(d).map_err(|_| {
+            D::Error::custom(
+                "metrics_client_networks: expected `prefix` or a map of site name to a list of CIDRs",
+            )
+        })?;
+        match raw {
+            Raw::Mode(mode) if mode == "prefix" => Ok(ClientNetworks::Prefix),
+            Raw::Mode(other) => Err(D::Error::custom(format!(
+                "metrics_client_networks: {other:?} is neither `prefix` nor a map of sites"
+            ))),
+            Raw::Sites(sites) => {
+                if sites.is_empty() {
+                    return Err(D::Error::custom("metrics_client_networks: no sites"));
+                }
+                let mut parsed = Vec::new();
+                for (name, cidrs) in sites {
+                    let label_safe = !name.is_empty()
+                        && name.len() <= 64
+                        && name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                    if !label_safe || name == "other" {
+                        return Err(D::Error::custom(format!(
+                            "metrics_client_networks: site name {name:?} must be 1-64 of A-Z a-z 0-9 - _ . and not `other`"
+                        )));
+                    }
+                    if cidrs.is_empty() {
+                        return Err(D::Error::custom(format!(
+                            "metrics_client_networks: site {name:?} has no networks"
+                        )));
+                    }
+                    let nets = cidrs
+                        .iter()
+                        .map(|c| {
+                            c.parse::<ipnet::IpNet>().map(|n| n.trunc()).map_err(|_| {
+                                D::Error::custom(format!(
+                                    "metrics_client_networks: site {name:?}: {c:?} is not a CIDR such as 10.1.0.0/16"
+                                ))
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    parsed.push((name, nets));
+                }
+                Ok(ClientNetworks::Sites(parsed))
+            }
+        }
+    }
 }
 
 /// Where the metrics listener binds.
@@ -450,6 +522,8 @@ impl Default for Config {
             metrics_repositories: false,
             metrics_max_series: 1000,
             metrics_refresh_interval: Duration::from_secs(60),
+            metrics_slow_download_bytes_per_sec: bytesize::ByteSize::mib(1),
+            metrics_client_networks: None,
         }
     }
 }
@@ -573,6 +647,10 @@ impl Config {
         anyhow::ensure!(
             !self.metrics_refresh_interval.is_zero(),
             "metrics_refresh_interval: must be longer than 0s"
+        );
+        anyhow::ensure!(
+            self.metrics_slow_download_bytes_per_sec.as_u64() > 0,
+            "metrics_slow_download_bytes_per_sec: must be at least 1"
         );
         anyhow::ensure!(
             self.prune_older_than.is_none_or(|d| !d.is_zero()),

@@ -6,6 +6,7 @@
 //! for the CLI, through the server's admin socket or on the index directly.
 
 pub mod admin;
+pub mod blocking;
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -74,7 +74,7 @@ impl ReloadingTls {
             loop {
                 tick.tick().await;
                 let tls = tls.clone();
-                let _ = tokio::task::spawn_blocking(move || tls.reload_if_changed()).await;
+                let _ = crate::blocking::spawn(move || tls.reload_if_changed()).await;
             }
         })
     }

@@ -173,6 +173,7 @@ fn schema_defaults_are_the_loaders_defaults() {
                         | "prune_older_than"
                         | "max_cache_bytes"
                         | "metrics"
+                        | "metrics_client_networks"
                 ),
                 "{key} has no default in the schema"
             ),

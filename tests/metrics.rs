@@ -179,8 +179,6 @@ async fn a_scripted_pull_sequence_moves_each_counter_by_the_expected_amount() {
             get(&s4, "ociregistry_cached_manifests"),
             manifests(&image_a) + manifests(&image_b)
         );
-        let blob_bytes: usize = image_a.blobs().iter().chain(image_b.blobs().iter()).map(|b| b.data.len()).sum();
-        assert_eq!(get(&s4, "ociregistry_disk_blob_bytes"), blob_bytes as f64);
         assert!(get(&s4, "ociregistry_disk_free_bytes") > 0.0);
         assert!(get(&s4, "ociregistry_hot_cache_entries{kind=\"manifest\"}") >= 1.0);
         assert!(get(&s4, "process_resident_memory_bytes") > 1e6);
@@ -195,6 +193,9 @@ async fn a_scripted_pull_sequence_moves_each_counter_by_the_expected_amount() {
             in_flight = get(&scrape(&client, &url).await.1, "ociregistry_fills_in_flight");
         }
         assert_eq!(in_flight, 0.0);
+        // Every fill has committed now (the gauge counts committed blobs only).
+        let blob_bytes: usize = image_a.blobs().iter().chain(image_b.blobs().iter()).map(|b| b.data.len()).sum();
+        assert_eq!(get(&scrape(&client, &url).await.1, "ociregistry_disk_blob_bytes"), blob_bytes as f64);
         // Bounded labels: no repository or digest anywhere.
         assert!(!text.contains(REPO), "a repository leaked into a label");
         assert!(!text.contains("sha256:"), "a digest leaked into a label");
@@ -285,6 +286,80 @@ async fn per_repository_gauges_follow_the_index() {
             get(&scraped, &format!("repository_tag_size_bytes{{repository=\"{repository}\",tag=\"v2\"}}")),
             image_bytes(&image)
         );
+    })
+    .await
+}
+
+/// Slow downloads and requests by client network: a throttled upstream makes the cold blob GETs slower than the
+/// configured rate (counted, as misses); the same blobs from the cache are fast (not counted); every request is
+/// counted under the configured site of its client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_downloads_and_client_networks() {
+    bounded(async {
+        let upstream = TestUpstream::start().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let config = ServerConfig {
+            extra_yaml: "metrics: \"127.0.0.1:0\"\nmetrics_slow_download_bytes_per_sec: 8MiB\nmetrics_client_networks:\n  loopback: [127.0.0.0/8]\n  elsewhere: [10.0.0.0/8]\n".into(),
+            ..ServerConfig::for_upstream(&upstream)
+        };
+        let server = Server::start(tmp.path(), &config).await;
+        let addr = server
+            .logs()
+            .iter()
+            .find_map(|l| l.split("metrics=Some(").nth(1).and_then(|r| r.split(')').next()).map(str::to_owned))
+            .unwrap();
+        let url = format!("http://{addr}/metrics");
+        let client = client();
+        let image = ImageBuilder::oci().seed(220).build();
+        upstream.push_image(REPO, "v1", &image);
+        let big: Vec<&Blob> = image.blobs().into_iter().filter(|b| b.data.len() >= 1024 * 1024).collect();
+        assert!(!big.is_empty(), "the image has blobs of at least 1 MiB");
+        // 64 KiB every 20 ms: about 3 MiB/s, well under the 8 MiB/s of the configuration.
+        for blob in &big {
+            upstream.set_blob_slow(&blob.digest, Some(Slow::new(64 * 1024, 20)));
+        }
+        let target = Target::in_path(&server, &upstream.host(), REPO);
+        let (_, s0) = scrape(&client, &url).await;
+        pull_image(&client, &target, "v1", &image).await;
+        let (_, s1) = scrape(&client, &url).await;
+        assert_eq!(
+            delta(&s0, &s1, "ociregistry_slow_downloads_total{cache=\"miss\"}"),
+            big.len() as f64,
+            "each throttled cold blob of at least 1 MiB is a slow download"
+        );
+        // A client has its bytes just before the fill commits them (fsync, rename): let the fills end, so the
+        // warm pull below is all hits.
+        for _ in 0..100 {
+            if get(&scrape(&client, &url).await.1, "ociregistry_fills_in_flight") == 0.0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let (_, s1) = scrape(&client, &url).await;
+        pull_image(&client, &target, "v1", &image).await;
+        let (text, s2) = scrape(&client, &url).await;
+        assert_eq!(
+            delta(&s1, &s2, "ociregistry_slow_downloads_total{cache=\"hit\"}"),
+            0.0,
+            "blobs from the cache over loopback are not slow"
+        );
+        // pull_image asks GET and HEAD of every manifest and blob.
+        let requests = 2 * (image.manifests().len() + image.blobs().len());
+        assert_eq!(
+            delta(&s1, &s2, "ociregistry_client_requests_total{cache=\"hit\",network=\"loopback\"}"),
+            requests as f64,
+            "the warm pull's requests, all hits, all from the loopback site"
+        );
+        // The cold pull: every GET is a local miss of the site; a HEAD right after a GET may still see the fill
+        // committing (a miss too), the others are hits.
+        let cold_misses = delta(&s0, &s1, "ociregistry_client_requests_total{cache=\"miss\",network=\"loopback\"}");
+        let cold_hits = delta(&s0, &s1, "ociregistry_client_requests_total{cache=\"hit\",network=\"loopback\"}");
+        assert!(cold_misses >= (image.manifests().len() + image.blobs().len()) as f64, "{cold_misses}");
+        assert_eq!(cold_misses + cold_hits, requests as f64);
+        assert!(!text.contains("network=\"elsewhere\""), "no request came from the other site");
+        assert!(!text.contains("network=\"other\""), "every client is in a configured site");
+        assert!(text.contains("ociregistry_blocking_queue_depth "), "{text}");
+        assert!(text.contains("ociregistry_blocking_jobs_running "));
     })
     .await
 }

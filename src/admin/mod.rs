@@ -588,7 +588,7 @@ impl Operations {
     async fn sweep_locked(&self) -> AdminResult<SweepReport> {
         let snapshot = self.snapshot().await?;
         let store = self.store.clone();
-        let files = tokio::task::spawn_blocking(move || store.blobs.files())
+        let files = crate::blocking::spawn(move || store.blobs.files())
             .await
             .map_err(AdminError::internal)?
             .map_err(|e| AdminError::internal(format!("reading the blob directory: {e}")))?;

@@ -95,7 +95,7 @@ pub async fn serve(
         axum::routing::get(move || {
             let exporter = exporter.clone();
             async move {
-                match tokio::task::spawn_blocking(move || exporter.scrape()).await {
+                match crate::blocking::spawn(move || exporter.scrape()).await {
                     Ok(Ok(body)) => (
                         [(
                             header::CONTENT_TYPE,

@@ -1,5 +1,6 @@
 //! Process and runtime gauges, read at scrape time: resident memory, open file descriptors, CPU seconds, start
-//! time and threads from `/proc/self`, and the tokio runtime's workers and alive tasks.
+//! time and threads from `/proc/self`, the tokio runtime's workers and alive tasks, and the server's jobs on the
+//! blocking pool (waiting and running, counted by `crate::blocking`).
 
 use opentelemetry::metrics::Meter;
 
@@ -64,6 +65,18 @@ pub fn observe(meter: &Meter) {
             .with_callback(move |o| o.observe(handle.metrics().num_alive_tasks() as u64, &[]))
             .build();
     }
+    meter
+        .u64_observable_gauge("ociregistry_blocking_queue_depth")
+        .with_description(
+            "The server's jobs (index, file reads) waiting for a thread of the blocking pool",
+        )
+        .with_callback(|o| o.observe(crate::blocking::waiting(), &[]))
+        .build();
+    meter
+        .u64_observable_gauge("ociregistry_blocking_jobs_running")
+        .with_description("The server's jobs running on the blocking pool")
+        .with_callback(|o| o.observe(crate::blocking::running(), &[]))
+        .build();
 }
 
 struct Status {

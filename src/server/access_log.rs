@@ -46,16 +46,18 @@ pub async fn log_request(request: Request, next: Next) -> Response {
         .and_then(|v| v.parse::<u64>().ok());
     let cache_status = response.extensions().get::<CacheStatus>().copied();
     if metrics {
+        let endpoint = super::telemetry::endpoint(uri.path());
         super::telemetry::record(
-            super::telemetry::endpoint(uri.path()),
+            endpoint,
             &method,
             response.status().as_u16(),
             elapsed,
             error_code,
         );
         if let (Some(cache), true) = (cache_status, method == axum::http::Method::GET) {
-            response = super::telemetry::count_served(response, cache);
+            response = super::telemetry::count_served(response, cache, endpoint);
         }
+        super::telemetry::count_client(client, cache_status);
     }
     if !logging {
         return response;

@@ -42,7 +42,7 @@ pub fn body(file: File, start: u64, len: u64, mode: BlobIo) -> io::Result<Body> 
                 BlobIo::Mmap => map_window(&file, pos, (end - pos).min(MMAP_WINDOW))?,
                 BlobIo::Buffered => {
                     let want = (end - pos).min(READ_CHUNK) as usize;
-                    tokio::task::spawn_blocking(move || read_at(&file, pos, want))
+                    crate::blocking::spawn(move || read_at(&file, pos, want))
                         .await
                         .map_err(io::Error::other)??
                 }

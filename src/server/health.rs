@@ -42,7 +42,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response<Body> {
     }
     let store = state.cache.store.clone();
     let min_free = state.cache.min_free_bytes();
-    let checks = tokio::task::spawn_blocking(move || {
+    let checks = crate::blocking::spawn(move || {
         let mut failed = Vec::new();
         if let Err(err) = store.index_blocking(|index| index.probe_write()) {
             failed.push(format!("index: {err}"));

@@ -204,6 +204,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let db = config.db_path();
     let blobs = config.blobs_path();
     let store = Arc::new(Store::open(&db, &blobs)?);
+    telemetry::configure(&config);
     crate::store::telemetry::observe(&store);
     let cache = Arc::new(PullThrough::new(config.clone(), store.clone())?);
     let ops = Arc::new(crate::admin::Operations::new(

@@ -1,20 +1,86 @@
 //! Request metrics: requests by endpoint kind, method and status; latency to the response head; API errors by
-//! OCI code; bytes served from the cache and from upstream fills. Labels are bounded: never a repository or
-//! a digest.
+//! OCI code; bytes served from the cache and from upstream fills; slow blob downloads; requests by client
+//! network (when configured). Labels are bounded: never a repository or a digest, and client networks only as
+//! configured sites or at most `metrics_max_series` prefixes.
 
-use std::sync::LazyLock;
-use std::time::Duration;
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::{LazyLock, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use opentelemetry::metrics::{Counter, Histogram};
 use opentelemetry::KeyValue;
 
 use crate::cache::CacheStatus;
+use crate::config::{ClientNetworks, Config};
+
+/// Blob bodies smaller than this never count as slow downloads: their time is mostly latency, not throughput.
+pub const SLOW_DOWNLOAD_MIN_BYTES: u64 = 1024 * 1024;
 
 struct Instruments {
     requests: Counter<u64>,
     duration: Histogram<f64>,
     errors: Counter<u64>,
     served: Counter<u64>,
+    slow_downloads: Counter<u64>,
+    client_requests: Counter<u64>,
+}
+
+/// What the configuration says about request metrics.
+struct Settings {
+    slow_bytes_per_sec: u64,
+    networks: Option<Networks>,
+}
+
+static SETTINGS: OnceLock<Settings> = OnceLock::new();
+
+/// Takes the request-metric settings from the configuration (once, at start-up).
+pub fn configure(config: &Config) {
+    let _ = SETTINGS.set(Settings {
+        slow_bytes_per_sec: config.metrics_slow_download_bytes_per_sec.as_u64(),
+        networks: config
+            .metrics_client_networks
+            .clone()
+            .map(|grouping| Networks {
+                grouping,
+                seen: Mutex::new(HashSet::new()),
+                cap: config.metrics_max_series,
+            }),
+    });
+}
+
+/// Client networks as labels.
+struct Networks {
+    grouping: ClientNetworks,
+    /// Prefixes already given a series (prefix mode), at most `cap`.
+    seen: Mutex<HashSet<ipnet::IpNet>>,
+    cap: usize,
+}
+
+impl Networks {
+    fn label(&self, ip: IpAddr) -> String {
+        let ip = ip.to_canonical();
+        match &self.grouping {
+            ClientNetworks::Prefix => {
+                let len = if ip.is_ipv4() { 24 } else { 48 };
+                let Ok(net) = ipnet::IpNet::new(ip, len).map(|n| n.trunc()) else {
+                    return "other".into();
+                };
+                let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+                if seen.contains(&net) || (seen.len() < self.cap && seen.insert(net)) {
+                    net.to_string()
+                } else {
+                    "other".into()
+                }
+            }
+            ClientNetworks::Sites(sites) => sites
+                .iter()
+                .flat_map(|(name, nets)| nets.iter().map(move |n| (name, n)))
+                .filter(|(_, net)| net.contains(&ip))
+                .max_by_key(|(_, net)| net.prefix_len())
+                .map_or_else(|| "other".into(), |(name, _)| name.clone()),
+        }
+    }
 }
 
 static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
@@ -39,6 +105,18 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
             .with_unit("By")
             .with_description("Bytes of manifest and blob bodies answered, by cache hit or miss")
             .build(),
+        slow_downloads: meter
+            .u64_counter("ociregistry_slow_downloads")
+            .with_description(
+                "Blob downloads of at least 1 MiB sent slower than metrics_slow_download_bytes_per_sec, by cache hit or miss",
+            )
+            .build(),
+        client_requests: meter
+            .u64_counter("ociregistry_client_requests")
+            .with_description(
+                "Requests by client network (metrics_client_networks) and cache hit, miss or none",
+            )
+            .build(),
     }
 });
 
@@ -58,27 +136,43 @@ pub fn endpoint(path: &str) -> &'static str {
 }
 
 /// Counts the body bytes actually sent (a client that leaves early is not counted for what it did not get),
-/// and records them as served when the body is dropped.
+/// and records them as served when the body is dropped; a blob body sent slower than the configured rate counts
+/// as a slow download.
 pub fn count_served(
     response: axum::response::Response,
     cache: CacheStatus,
+    endpoint: &'static str,
 ) -> axum::response::Response {
     use http_body_util::BodyExt;
     struct Served {
         bytes: u64,
         cache: CacheStatus,
+        blob: bool,
+        started: Instant,
     }
     impl Drop for Served {
         fn drop(&mut self) {
-            if self.bytes > 0 {
-                INSTRUMENTS
-                    .served
-                    .add(self.bytes, &[KeyValue::new("cache", self.cache.as_str())]);
+            if self.bytes == 0 {
+                return;
+            }
+            let cache = [KeyValue::new("cache", self.cache.as_str())];
+            INSTRUMENTS.served.add(self.bytes, &cache);
+            if self.blob && self.bytes >= SLOW_DOWNLOAD_MIN_BYTES {
+                let floor = SETTINGS.get().map_or(1024 * 1024, |s| s.slow_bytes_per_sec);
+                let seconds = self.started.elapsed().as_secs_f64();
+                if (self.bytes as f64) < floor as f64 * seconds {
+                    INSTRUMENTS.slow_downloads.add(1, &cache);
+                }
             }
         }
     }
     let (parts, body) = response.into_parts();
-    let mut served = Served { bytes: 0, cache };
+    let mut served = Served {
+        bytes: 0,
+        cache,
+        blob: endpoint == "blob",
+        started: Instant::now(),
+    };
     let body = body.map_frame(move |frame| {
         // Borrowing the whole struct makes the closure own it, so its Drop runs with the body.
         let served = &mut served;
@@ -88,6 +182,21 @@ pub fn count_served(
         frame
     });
     axum::response::Response::from_parts(parts, axum::body::Body::new(body))
+}
+
+/// Counts a request under its client's network, when `metrics_client_networks` is set.
+pub fn count_client(client: Option<IpAddr>, cache: Option<CacheStatus>) {
+    let (Some(networks), Some(ip)) = (SETTINGS.get().and_then(|s| s.networks.as_ref()), client)
+    else {
+        return;
+    };
+    INSTRUMENTS.client_requests.add(
+        1,
+        &[
+            KeyValue::new("network", networks.label(ip)),
+            KeyValue::new("cache", cache.map_or("none", |c| c.as_str())),
+        ],
+    );
 }
 
 /// Records one answered request.
@@ -121,5 +230,44 @@ pub fn record(
     );
     if let Some(code) = error_code {
         i.errors.add(1, &[KeyValue::new("code", code)]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn networks(grouping: ClientNetworks, cap: usize) -> Networks {
+        Networks {
+            grouping,
+            seen: Mutex::new(HashSet::new()),
+            cap,
+        }
+    }
+
+    #[test]
+    fn prefix_mode_labels_by_slash_24_and_48_up_to_the_cap() {
+        let n = networks(ClientNetworks::Prefix, 2);
+        assert_eq!(n.label("10.1.2.3".parse().unwrap()), "10.1.2.0/24");
+        assert_eq!(n.label("::ffff:10.1.2.9".parse().unwrap()), "10.1.2.0/24");
+        assert_eq!(n.label("fd00:1:2:3::1".parse().unwrap()), "fd00:1:2::/48");
+        assert_eq!(
+            n.label("10.9.9.9".parse().unwrap()),
+            "other",
+            "beyond the cap"
+        );
+        assert_eq!(n.label("10.1.2.200".parse().unwrap()), "10.1.2.0/24");
+    }
+
+    #[test]
+    fn sites_mode_takes_the_most_specific_site() {
+        let sites = vec![
+            ("plant".to_string(), vec!["10.0.0.0/8".parse().unwrap()]),
+            ("line-3".to_string(), vec!["10.3.0.0/16".parse().unwrap()]),
+        ];
+        let n = networks(ClientNetworks::Sites(sites), 10);
+        assert_eq!(n.label("10.3.4.5".parse().unwrap()), "line-3");
+        assert_eq!(n.label("10.4.4.5".parse().unwrap()), "plant");
+        assert_eq!(n.label("192.168.1.1".parse().unwrap()), "other");
     }
 }

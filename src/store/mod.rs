@@ -142,7 +142,7 @@ impl Store {
         F: Fn(&Index) -> IndexResult<T> + Send + 'static,
     {
         let index = self.index.clone();
-        tokio::task::spawn_blocking(move || index.run(op))
+        crate::blocking::spawn(move || index.run(op))
             .await
             .map_err(|e| RegistryError::internal("index task", e))?
             .map_err(|e| RegistryError::internal("index", e))
