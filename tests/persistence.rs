@@ -181,3 +181,49 @@ async fn sigterm_during_cold_download_exits_cleanly() {
     })
     .await
 }
+
+/// Pull counts and last-pulled times are batched in memory and written without an fsync; the shutdown flush
+/// must make them durable. With metrics on, the index is still referenced when the process exits (a gauge
+/// callback holds the store), so nothing but that durable flush saves them: the case that once lost them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pull_counts_survive_a_graceful_restart_with_metrics_on() {
+    bounded(async {
+        let mut fx = Fixture::with(UpstreamOptions::default(), |c| ServerConfig {
+            extra_yaml: "metrics: \"127.0.0.1:0\"\n".into(),
+            ..c
+        })
+        .await;
+        let image = ImageBuilder::oci().small().seed(13).build();
+        fx.upstream.push_image(REPO, "v1", &image);
+        let target = fx.in_path(REPO);
+        pull_image(&fx.client, &target, "v1", &image).await;
+        pull_image(&fx.client, &target, "v1", &image).await;
+        fx.server.stop().await;
+
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ociregistry"))
+            .args(["list", "--output", "json", "--data-dir"])
+            .arg(fx.server.data_dir())
+            .output()
+            .expect("run ociregistry list");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let text = listed.to_string();
+        let counts: Vec<u64> = listed
+            .as_array()
+            .or_else(|| listed["images"].as_array())
+            .unwrap_or_else(|| panic!("unexpected list output: {text}"))
+            .iter()
+            .filter_map(|i| i["pull_count"].as_u64())
+            .collect();
+        assert!(!counts.is_empty(), "no pull counts in {text}");
+        assert!(
+            counts.iter().all(|&c| c >= 2),
+            "pulls made before SIGTERM were lost: {text}"
+        );
+    })
+    .await
+}

@@ -97,7 +97,7 @@ impl Admin {
     /// Writes pending access times when running directly (the server does it on its own).
     pub async fn finish(&self) -> anyhow::Result<()> {
         if let Admin::Direct(ops) = self {
-            ops.store.flush_access_times().await?;
+            ops.store.persist_access_times().await?;
         }
         Ok(())
     }

@@ -34,7 +34,7 @@ use crate::digest::Digest;
 use crate::error::RegistryError;
 use crate::reference::Reference;
 use crate::route::{normalize_host, Aliases, Target};
-use crate::store::{Store, ACCESS_FLUSH_INTERVAL};
+use crate::store::{Store, ACCESS_FLUSH_INTERVAL, ACCESS_PERSIST_INTERVAL};
 use headers::{API_VERSION, API_VERSION_VALUE};
 use path::ApiPath;
 
@@ -305,7 +305,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!(unfinished, "background fills still running at shutdown were abandoned; their temp files are swept at the next start");
     }
     let _ = flusher.await;
-    store.flush_access_times().await?;
+    store.persist_access_times().await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -404,13 +404,21 @@ fn raise_open_files_limit(max_connections: usize) {
     }
 }
 
-/// Writes batched last-pulled times every few seconds until shutdown.
+/// Writes batched last-pulled times every few seconds until shutdown, durably once a minute (so a crash loses
+/// at most about a minute of them even when nothing else commits durably).
 async fn flush_access_times(store: Arc<Store>, mut stopping: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(ACCESS_FLUSH_INTERVAL);
+    let mut last_durable = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if let Err(err) = store.flush_access_times().await {
+                let result = if last_durable.elapsed() >= ACCESS_PERSIST_INTERVAL {
+                    last_durable = tokio::time::Instant::now();
+                    store.persist_access_times().await
+                } else {
+                    store.flush_access_times().await
+                };
+                if let Err(err) = result {
                     tracing::warn!(error = %err, "could not record access times");
                 }
             }

@@ -401,16 +401,19 @@ impl Index {
     }
 
     /// Applies a batch of accesses (last-pulled times and counts) in one transaction. Digests not in the
-    /// index are skipped.
+    /// index are skipped. A durable touch also persists every earlier non-durable one (even with no batch).
     pub fn touch(
         &self,
         manifests: &[(String, Access)],
         blobs: &[(String, Access)],
+        durable: bool,
     ) -> IndexResult<()> {
         let mut txn = self.db.begin_write()?;
-        // Access times are advisory: losing the last batch in a crash is acceptable, so skip the fsync (the
-        // next durable commit persists it).
-        txn.set_durability(redb::Durability::None)?;
+        if !durable {
+            // Access times are advisory: losing the last few seconds in a crash is acceptable, so skip the
+            // fsync; the next durable commit (a stored blob, the periodic or the shutdown flush) persists them.
+            txn.set_durability(redb::Durability::None)?;
+        }
         {
             let mut metas = txn.open_table(MANIFEST_META)?;
             for (digest, access) in manifests {
@@ -679,6 +682,7 @@ mod tests {
                             ..at(8, 1)
                         },
                     )],
+                    false,
                 )
                 .unwrap();
         }

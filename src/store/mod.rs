@@ -28,6 +28,8 @@ use crate::error::RegistryError;
 
 /// How often batched last-pulled times are written to the index.
 pub const ACCESS_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+/// How often batched access times are made durable (fsynced) besides at shutdown.
+pub const ACCESS_PERSIST_INTERVAL: Duration = Duration::from_secs(60);
 
 /// After a failed reopen, the next attempt waits this long (a full disk would otherwise make every request
 /// reopen the file).
@@ -170,13 +172,21 @@ impl Store {
             });
     }
 
-    /// Writes pending last-pulled times to the index.
+    /// Writes pending last-pulled times to the index, without waiting for the disk.
     pub async fn flush_access_times(&self) -> Result<(), RegistryError> {
         let batch = self.access.drain();
         if batch.is_empty() {
             return Ok(());
         }
-        self.index(move |index| index.touch(&batch.manifests, &batch.blobs))
+        self.index(move |index| index.touch(&batch.manifests, &batch.blobs, false))
+            .await
+    }
+
+    /// Writes pending last-pulled times and makes them (and every earlier flush) durable: periodically, and
+    /// before the process exits (non-durable commits are lost when the process ends without a durable one).
+    pub async fn persist_access_times(&self) -> Result<(), RegistryError> {
+        let batch = self.access.drain();
+        self.index(move |index| index.touch(&batch.manifests, &batch.blobs, true))
             .await
     }
 }
