@@ -8,8 +8,9 @@
 #      --dry-run prints the two containers;
 #   3. target/debug/ociregistry serve --metrics PORT against tests/observability/upstream.py (a scripted upstream),
 #      a pull sequence with curl (cold and cached pulls, a fill joined by 3 clients, an unknown tag, a failing
-#      upstream, a blob too large for the disk, a stale tag revalidated, a prune), then GET /metrics: promtool
-#      check metrics passes, and the sequence shows in it;
+#      upstream, a blob too large for the disk, a blob from a slow upstream, a stale tag revalidated, a prune;
+#      metrics_client_networks names the loopback clients' site), then GET /metrics: promtool check metrics
+#      passes, and the sequence shows in it;
 #   4. every metric name the dashboards and alert rules use is in that scrape (none missing: this fails
 #      rather than skipping a metric the server does not export);
 #   5. Debian's prometheus, started with observability/prometheus.yml (target and interval changed to this
@@ -151,6 +152,8 @@ step_start_server() {
 default_registry: "$UP"
 tag_ttl: 1s
 max_cache_bytes: 1GiB
+metrics_client_networks:
+  loopback: [127.0.0.0/8]
 registries:
   - name: "$UP"
     scheme: http
@@ -207,6 +210,17 @@ step_pull_sequence() {
   code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 --max-filesize 1048576 "$OCI/v2/good/app/blobs/$huge" || true)"
   [[ "$code" == "200" ]] || { echo "the huge blob: status $code, expected 200 (streamed uncached)" >&2; return 1; }
   echo "200 huge blob (streamed uncached, client stopped early)"
+  # a slow upstream: BIG (1.5 MiB, no manifest's) comes in 2.4 s, under metrics_slow_download_bytes_per_sec's
+  # 1 MiB/s: a slow download (cache miss)
+  big="sha256:$("$PYTHON" -c 'import sys; sys.path.insert(0, sys.argv[1]); import upstream; print(upstream.digest(upstream.BIG))' "$HERE" | cut -d: -f2)"
+  curl -sf --max-time 20 -o "$TMP/big" "$OCI/v2/good/app/blobs/$big"
+  [[ "$(sha256_of "$TMP/big")" == "$big" ]] || { echo "the slow blob arrived wrong" >&2; return 1; }
+  for i in $(seq 1 50); do
+    curl -sf "$METRICS" >"$SCRAPE"
+    [[ -n "$(check sample "$SCRAPE" ociregistry_slow_downloads_total)" ]] && break
+    sleep 0.1
+  done
+  echo "slow downloads: $(check sample "$SCRAPE" ociregistry_slow_downloads_total)"
   # tag_ttl is 1 s: the tag is stale now, served while revalidated in the background
   sleep 1.2
   expect 200 "$OCI/v2/good/app/manifests/v1"
@@ -247,6 +261,9 @@ step_sequence_counted() {
     "ociregistry_prune_runs_total trigger=manual"
     "ociregistry_pruned_images_total trigger=manual"
     "ociregistry_hot_cache_requests_total result=hit"
+    "ociregistry_slow_downloads_total cache=miss"
+    "ociregistry_client_requests_total network=loopback cache=hit"
+    "ociregistry_client_requests_total network=loopback cache=miss"
   )
   local e v bad=0
   for e in "${expectations[@]}"; do
@@ -333,7 +350,7 @@ run_step "Grafana dashboards and provisioning files" step_grafana_files
 run_step "observability/start-containers: bash -n, --dry-run" step_start_containers
 critical_step "scripted upstream starts on $UP (tests/observability/upstream.py)" step_start_upstream
 critical_step "ociregistry serve --metrics $METRICSPORT starts" step_start_server
-run_step "pull sequence (cold, cached, joined fill, errors, uncached blob, stale tag, prune)" step_pull_sequence
+run_step "pull sequence (cold, cached, joined fill, errors, uncached blob, slow download, stale tag, prune)" step_pull_sequence
 critical_step "GET /metrics answers; promtool check metrics passes" step_scrape
 run_step "the scrape counts the pull sequence" step_sequence_counted
 run_step "every metric name of the dashboards and alert rules is in the scrape" step_names

@@ -10,6 +10,8 @@ Repositories (the first path component picks the behaviour):
                Every manifest answer carries Docker Hub's rate-limit headers, nearly spent
                (ratelimit-limit: 100;w=21600, ratelimit-remaining: 7;w=21600).
                LAYER (256 KiB) is sent in 16 chunks 0.1 s apart, so concurrent pulls of it join one fill.
+               BIG (1.5 MiB) is a blob of no manifest, sent in 24 chunks 0.1 s apart (0.6 MiB/s: a slow upstream,
+               so the server's download of it is a slow download, cache miss).
                HUGE_DIGEST is a blob that announces 2^60 bytes (more than any disk has free): the server streams
                it uncached (a full disk); its body is zeros until the client goes away (at most 20 s).
   broken/<any> 500 for everything (upstream errors, reason 5xx)
@@ -35,7 +37,11 @@ def digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-BLOBS = {digest(CONFIG): CONFIG, digest(LAYER): LAYER}
+BIG = bytes(range(255, -1, -1)) * 6 * 1024  # 1.5 MiB, in no manifest: fetched by digest
+BIG_CHUNKS = 24
+BLOBS = {digest(CONFIG): CONFIG, digest(LAYER): LAYER, digest(BIG): BIG}
+# blobs sent slowly: (chunks, seconds between them)
+SLOW = {digest(LAYER): (LAYER_CHUNKS, LAYER_CHUNK_DELAY), digest(BIG): (BIG_CHUNKS, 0.1)}
 
 
 def manifest(repository: str) -> bytes:
@@ -120,12 +126,13 @@ class Handler(BaseHTTPRequestHandler):
             if blob is None:
                 return self.not_found(send_body)
             headers = {"Content-Type": "application/octet-stream", "Docker-Content-Digest": ref}
-            if blob is not LAYER or not send_body:
+            if ref not in SLOW or not send_body:
                 return self.answer(200, blob, headers, send_body)
             self.answer(200, b"", dict(headers, **{"Content-Length": str(len(blob))}), False)
-            step = len(blob) // LAYER_CHUNKS
-            for i in range(LAYER_CHUNKS):
-                time.sleep(LAYER_CHUNK_DELAY)
+            chunks, delay = SLOW[ref]
+            step = len(blob) // chunks
+            for i in range(chunks):
+                time.sleep(delay)
                 self.wfile.write(blob[i * step:(i + 1) * step])
                 self.wfile.flush()
             return None
