@@ -189,6 +189,10 @@ pub struct ServeArgs {
     /// Log lines as text (default) or JSON.
     #[arg(long, value_enum)]
     pub log_format: Option<crate::logging::LogFormat>,
+    /// Export traces over OTLP/HTTP to this collector base URL (e.g. http://127.0.0.1:4318); off by default.
+    /// OTEL_EXPORTER_OTLP_ENDPOINT also turns it on.
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
     /// Upstream used when a request names none (default docker.io).
     #[arg(long)]
     pub default_registry: Option<String>,
@@ -230,6 +234,9 @@ impl ServeArgs {
         self.store.apply(config);
         if let Some(level) = self.log_level {
             config.log_level = level;
+        }
+        if let Some(endpoint) = self.otlp_endpoint {
+            config.otlp_endpoint = Some(endpoint);
         }
         if let Some(format) = self.log_format {
             config.log_format = format;
@@ -382,7 +389,11 @@ pub fn run() -> anyhow::Result<()> {
             args.apply(&mut config);
             // Flags go through the same checks as the file.
             config.validate()?;
-            let _log = crate::logging::init(&config.log_level, config.log_format)?;
+            let _log = crate::logging::init(
+                &config.log_level,
+                config.log_format,
+                config.otlp_endpoint.as_deref(),
+            )?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .max_blocking_threads(config.blocking_threads)
@@ -404,6 +415,7 @@ where
     let _log = crate::logging::init(
         &std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
         crate::logging::LogFormat::Text,
+        None,
     )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

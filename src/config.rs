@@ -33,6 +33,8 @@ pub struct Config {
     pub log_level: String,
     /// `text` (default) or `json` log lines.
     pub log_format: crate::logging::LogFormat,
+    /// Export traces over OTLP/HTTP to this collector base URL (`/v1/traces` is appended). Off by default.
+    pub otlp_endpoint: Option<String>,
     /// Upstream used when a request names none (no `ns`, no host in the path).
     #[serde(deserialize_with = "yaml_string::string")]
     pub default_registry: String,
@@ -493,6 +495,7 @@ impl Default for Config {
             blobs: None,
             log_level: "info".into(),
             log_format: crate::logging::LogFormat::Text,
+            otlp_endpoint: None,
             default_registry: "docker.io".into(),
             hot_cache_bytes: 16 * 1024 * 1024,
             tag_ttl: Duration::from_secs(600),
@@ -648,6 +651,14 @@ impl Config {
             !self.metrics_refresh_interval.is_zero(),
             "metrics_refresh_interval: must be longer than 0s"
         );
+        if let Some(endpoint) = &self.otlp_endpoint {
+            let url = reqwest::Url::parse(endpoint)
+                .map_err(|e| anyhow::anyhow!("otlp_endpoint: {endpoint:?} is not a URL: {e}"))?;
+            anyhow::ensure!(
+                matches!(url.scheme(), "http" | "https") && url.host().is_some(),
+                "otlp_endpoint: {endpoint:?} must be an http:// or https:// URL with a host"
+            );
+        }
         anyhow::ensure!(
             self.metrics_slow_download_bytes_per_sec.as_u64() > 0,
             "metrics_slow_download_bytes_per_sec: must be at least 1"

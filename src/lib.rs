@@ -21,4 +21,5 @@ pub mod route;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod traces;
 pub mod upstream;

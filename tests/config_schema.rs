@@ -174,6 +174,7 @@ fn schema_defaults_are_the_loaders_defaults() {
                         | "max_cache_bytes"
                         | "metrics"
                         | "metrics_client_networks"
+                        | "otlp_endpoint"
                 ),
                 "{key} has no default in the schema"
             ),

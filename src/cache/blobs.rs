@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::io;
 use std::sync::Arc;
+use tracing::Instrument;
 
 use dashmap::mapref::entry::Entry;
 
@@ -234,6 +235,7 @@ impl PullThrough {
         let stored = self.blob_stored.clone();
         let blob_root = self.store.clone();
         let min_free = self.min_free_bytes;
+        // The fill traces under the request that started it (when traces are exported).
         self.background.spawn(async move {
             let mut guard = guard;
             let fill = guard.fill.clone();
@@ -285,7 +287,7 @@ impl PullThrough {
                     guard.finish(Some(err));
                 }
             }
-        });
+        }.instrument(tracing::Span::current()));
         Ok(Fill::Started(fill))
     }
 }

@@ -29,8 +29,10 @@ pub fn dropped_lines() -> u64 {
     DROPPED.get().map_or(0, |c| c.dropped_lines() as u64) + access::dropped()
 }
 
-/// Keeps the writer thread alive; dropping it flushes what is buffered (access-log records included).
+/// Keeps the writer thread alive; dropping it flushes what is buffered (access-log records included) and the
+/// spans still waiting for export.
 pub struct LogGuard {
+    traces: Option<crate::traces::Export>,
     _writer: tracing_appender::non_blocking::WorkerGuard,
 }
 
@@ -38,11 +40,22 @@ impl Drop for LogGuard {
     fn drop(&mut self) {
         // Before `_writer` drops and flushes: the access-log thread hands over what is still queued.
         access::drain(std::time::Duration::from_secs(1));
+        // Exports the last spans (an error goes to stderr while the writer still runs).
+        self.traces.take();
     }
 }
 
-/// Installs the global subscriber.
-pub fn init(level: &str, format: LogFormat) -> anyhow::Result<LogGuard> {
+/// Installs the global subscriber: log lines filtered by `RUST_LOG` or `level`, and, when `otlp_endpoint` (or
+/// the standard OTLP variables) says so, spans exported over OTLP (see [`crate::traces`]).
+pub fn init(
+    level: &str,
+    format: LogFormat,
+    otlp_endpoint: Option<&str>,
+) -> anyhow::Result<LogGuard> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.trim().is_empty() => EnvFilter::try_new(v)?,
         _ => EnvFilter::try_new(level)?,
@@ -57,13 +70,38 @@ pub fn init(level: &str, format: LogFormat) -> anyhow::Result<LogGuard> {
         .finish(std::io::stderr());
     let _ = DROPPED.set(writer.error_counter());
     access::start(writer.clone(), format)?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    let installed = match format {
-        LogFormat::Text => builder.with_ansi(ansi).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let lines = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_ansi(ansi)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .json()
+            .flatten_event(true)
+            .boxed(),
+    }
+    .with_filter(filter);
+    let traces = if crate::traces::wanted(otlp_endpoint) {
+        Some(crate::traces::start(otlp_endpoint)?)
+    } else {
+        None
     };
-    installed.map_err(|e| anyhow::anyhow!("installing logger: {e}"))?;
-    Ok(LogGuard { _writer: guard })
+    let spans = traces.as_ref().map(|export| {
+        tracing_opentelemetry::layer()
+            .with_tracer(export.tracer())
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target(crate::traces::TARGET, tracing::Level::TRACE),
+            )
+    });
+    tracing_subscriber::registry()
+        .with(lines)
+        .with(spans)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("installing logger: {e}"))?;
+    Ok(LogGuard {
+        traces,
+        _writer: guard,
+    })
 }

@@ -10,6 +10,7 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
+use tracing::Instrument;
 
 use super::request_id;
 use crate::cache::CacheStatus;
@@ -18,6 +19,39 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub async fn log_request(request: Request, next: Next) -> Response {
     let id = request_id::next();
+    // Exported only when traces are on (see `crate::traces`); otherwise disabled at the callsite, fields unread.
+    let span = tracing::trace_span!(
+        target: "ociregistry::trace",
+        "request",
+        otel.name = %format_args!("{} {}", request.method(), super::telemetry::endpoint(request.uri().path())),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %request.method(),
+        url.path = %request.uri().path(),
+        url.query = request.uri().query().unwrap_or(""),
+        request_id = id,
+        http.response.status_code = tracing::field::Empty,
+        cache = tracing::field::Empty,
+    );
+    if span.is_disabled() {
+        return observe(request, next, id).await;
+    }
+    let response = observe(request, next, id).instrument(span.clone()).await;
+    span.record(
+        "http.response.status_code",
+        i64::from(response.status().as_u16()),
+    );
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    if let Some(cache) = response.extensions().get::<CacheStatus>() {
+        span.record("cache", cache.as_str());
+    }
+    response
+}
+
+/// The access-log line and the request metrics of one request.
+async fn observe(request: Request, next: Next, id: u64) -> Response {
     let logging = tracing::enabled!(target: "access", tracing::Level::INFO);
     let metrics = crate::metrics::enabled();
     if !logging && !metrics {

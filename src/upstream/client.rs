@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -126,7 +127,39 @@ impl RegistryClient {
     ) -> Result<(Response, Option<tokio::sync::OwnedSemaphorePermit>), RegistryError> {
         let kind = super::telemetry::kind(&call.path);
         let started = std::time::Instant::now();
-        let result = self.send_measured(pull, call).await;
+        // A child of the request's span when traces are exported (see `crate::traces`); free otherwise.
+        let span = tracing::trace_span!(
+            target: "ociregistry::trace",
+            "upstream",
+            otel.name = %format_args!("upstream {kind}"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            upstream.namespace = %self.name,
+            upstream.kind = kind,
+            http.response.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        let result = self
+            .send_measured(pull, call)
+            .instrument(span.clone())
+            .await;
+        if !span.is_disabled() {
+            match &result {
+                Ok((response, _)) => {
+                    span.record(
+                        "http.response.status_code",
+                        i64::from(response.status().as_u16()),
+                    );
+                    if !response.status().is_success() {
+                        span.record("otel.status_code", "ERROR");
+                    }
+                }
+                Err(err) => {
+                    span.record("otel.status_code", "ERROR");
+                    span.record("error.type", err.code());
+                }
+            }
+        }
         match &result {
             Ok((response, _)) => super::telemetry::answered(
                 &self.name,
