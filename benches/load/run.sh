@@ -22,7 +22,7 @@
 #   RSS_MANIFESTS [10000]  manifests cached before the idle-RSS reading (scenario e)
 #   FULL=1               scenario f with 100,000 manifests in the index instead of STARTUP_MANIFESTS [20000]
 #   STARTUP_RUNS [5]     restarts measured in scenario f
-#   CONNS_O [16]         connections for scenario o;  RUNS_O [2*RUNS] paired runs (each run measures both instances)
+#   CONNS_O [16]         connections for scenario o;  RUNS_O [2*RUNS] runs (each measures all four instances in turn)
 #   SCENARIOS ["a b c d e f t o"]  subset to run (for development)
 #   BUILD [1]            0 = do not run `cargo build --release` (use the existing target/release/ociregistry)
 #   OCIREGISTRY_BIN      binary to measure (default <repo>/target/release/ociregistry)
@@ -777,25 +777,36 @@ warm_check() {
   [[ "$code" == 200 ]] || die "HEAD $b/manifests/$TAG -> $code"
 }
 
-# Scenario o: what observability costs. The same binary twice, both warm: "quiet" (RUST_LOG=warn, no metrics
-# listener) and "observed" (RUST_LOG=info: one access-log line per request to its log file, plus `--metrics` scraped
-# once a second), measured alternately with the same load (GET manifest by digest); medians of RUNS_O runs each.
+# Scenario o: what observability costs. The same binary four times, all warm: "quiet" (RUST_LOG=warn, no metrics
+# listener), "logged" (RUST_LOG=info: one access-log line per request to its log file), "measured" (`--metrics`,
+# scraped once a second) and "observed" (both), measured in turn with the same load (GET manifest by digest);
+# medians of RUNS_O runs each.
+O_VARIANTS=(quiet logged measured observed)
 scenario_o() {
-  local qport oport mport r srv res rps p50 p99 mibps errs scraper dropped
-  pick_port qport
-  pick_port oport
-  pick_port mport
-  start_oci oci-quiet "$qport" "$TMP/oci-quiet"
-  start_proc oci-observed "$TMP/logs/oci-observed.log" env RUST_LOG=info "$OCIREGISTRY_BIN" serve \
-    --listen "127.0.0.1:$oport" --data-dir "$TMP/oci-observed" --config-file "$TMP/ociregistry.yaml" \
-    --metrics "127.0.0.1:$mport"
-  wait_http_or_die "http://127.0.0.1:$oport/v2/" oci-observed
-  local -A OB=([quiet]="http://127.0.0.1:$qport" [observed]="http://127.0.0.1:$oport")
-  for srv in quiet observed; do warm_check "${OB[$srv]}"; done
-  ( while sleep 1; do curl -s -o /dev/null "http://127.0.0.1:$mport/metrics"; done ) &
+  local r srv res rps p50 p99 mibps errs scraper port mport level
+  local -A OB=() MPORT=()
+  for srv in "${O_VARIANTS[@]}"; do
+    pick_port port
+    level=warn; [[ $srv == logged || $srv == observed ]] && level=info
+    local extra=()
+    if [[ $srv == measured || $srv == observed ]]; then
+      pick_port mport
+      MPORT[$srv]=$mport
+      extra=(--metrics "127.0.0.1:$mport")
+    fi
+    start_proc "oci-$srv" "$TMP/logs/oci-$srv.log" env RUST_LOG=$level "$OCIREGISTRY_BIN" serve \
+      --listen "127.0.0.1:$port" --data-dir "$TMP/oci-$srv" --config-file "$TMP/ociregistry.yaml" "${extra[@]}"
+    wait_http_or_die "http://127.0.0.1:$port/v2/" "oci-$srv"
+    OB[$srv]="http://127.0.0.1:$port"
+    warm_check "${OB[$srv]}"
+  done
+  ( while sleep 1; do
+      curl -s -o /dev/null "http://127.0.0.1:${MPORT[measured]}/metrics"
+      curl -s -o /dev/null "http://127.0.0.1:${MPORT[observed]}/metrics"
+    done ) &
   scraper=$!
   for r in $(seq 1 "$RUNS_O"); do
-    for srv in quiet observed; do
+    for srv in "${O_VARIANTS[@]}"; do
       res="$(wrk_run "${OB[$srv]}/v2/$REPO_WARM/manifests/$WARM_MANIFEST" "$CONNS_O")"
       read -r rps p50 p99 mibps errs <<<"$res"
       log "o: $srv GET manifest c=$CONNS_O run $r: $rps req/s, p99 $p99 ms, errors $errs"
@@ -805,25 +816,25 @@ scenario_o() {
     done
   done
   kill "$scraper" 2>/dev/null; wait "$scraper" 2>/dev/null || true
-  dropped="$(curl -s "http://127.0.0.1:$mport/metrics" | awk '/^ociregistry_log_lines_dropped_total/ { print $2 }')"
-  local lines
+  local dropped lines
+  dropped="$(curl -s "http://127.0.0.1:${MPORT[observed]}/metrics" | awk '/^ociregistry_log_lines_dropped_total/ { print $2 }')"
   lines="$(grep -c ' access: ' "$TMP/logs/oci-observed.log" || true)"
-  stop_proc oci-quiet
-  stop_proc oci-observed
-  note "$(python3 - "$RAW" "$CONNS_O" "$lines" "${dropped:-?}" <<'PY'
+  for srv in "${O_VARIANTS[@]}"; do stop_proc "oci-$srv"; done
+  note "$(python3 - "$RAW" "$CONNS_O" "$lines" "${dropped:-?}" "${O_VARIANTS[@]}" <<'PY'
 import statistics, sys
-raw, conns, lines, dropped = sys.argv[1:]
-v = {"quiet": {}, "observed": {}}
+raw, conns, lines, dropped, *variants = sys.argv[1:]
+v = {k: {"o_rps": [], "o_p99": []} for k in variants}
 for line in open(raw):
     key, srv, run, val = line.rstrip("\n").split("\t")
     if key in ("o_rps", "o_p99") and srv in v:
-        v[srv].setdefault(key, []).append(float(val))
-q, o = statistics.median(v["quiet"]["o_rps"]), statistics.median(v["observed"]["o_rps"])
-qp, op = statistics.median(v["quiet"]["o_p99"]), statistics.median(v["observed"]["o_p99"])
-print(f"o: cost of observability, GET manifest by digest, {conns} conn, {len(v['quiet']['o_rps'])} paired runs: "
-      f"quiet (access log and metrics off) {q:,.0f} req/s (p99 {qp:.2f} ms), observed (access log on, metrics on and "
-      f"scraped every second) {o:,.0f} req/s (p99 {op:.2f} ms): observed/quiet = {o / q:.3f}; "
-      f"{lines} access-log lines written, {dropped} dropped")
+        v[srv][key].append(float(val))
+q = statistics.median(v["quiet"]["o_rps"])
+what = {"quiet": "access log and metrics off", "logged": "access log on", "measured": "metrics on, scraped every second",
+        "observed": "access log and metrics on"}
+parts = [f"{k} ({what[k]}) {statistics.median(v[k]['o_rps']):,.0f} req/s = {statistics.median(v[k]['o_rps']) / q:.3f}, "
+         f"p99 {statistics.median(v[k]['o_p99']):.2f} ms" for k in variants]
+print(f"o: cost of observability, GET manifest by digest, {conns} conn, {len(v['quiet']['o_rps'])} runs each, "
+      f"medians (ratio to quiet): " + "; ".join(parts) + f"; observed wrote {lines} access-log lines, dropped {dropped}")
 PY
 )"
 }
