@@ -33,7 +33,7 @@ use crate::store::Store;
 use crate::upstream::{Pull, Upstreams};
 
 /// Whether a request was answered from the cache or needed the upstream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CacheStatus {
     Hit,
     Miss,

@@ -8,30 +8,33 @@ use opentelemetry::metrics::Counter;
 use opentelemetry::{KeyValue, StringValue, Value};
 
 use super::CacheStatus;
+use crate::metrics::tally::Tally;
 
 struct Instruments {
-    manifest_pulls: Counter<u64>,
-    blob_pulls: Counter<u64>,
+    /// Pulls by namespace and source (observable counters over these: counted on every request).
+    manifest_pulls: Arc<Tally<(Arc<str>, CacheStatus)>>,
+    blob_pulls: Arc<Tally<(Arc<str>, CacheStatus)>>,
     fill_joins: Counter<u64>,
     uncached_blobs: Counter<u64>,
     stale_tags: Counter<u64>,
     revalidations: Counter<u64>,
-    hot_requests: Counter<u64>,
+    hot_requests: Arc<Tally<bool>>,
 }
 
-static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
-    let meter = crate::metrics::meter();
-    Instruments {
-        manifest_pulls: meter
-            .u64_counter("ociregistry_manifest_pulls")
-            .with_description(
-                "Manifests served, by upstream namespace and source (cache or upstream)",
-            )
-            .build(),
-        blob_pulls: meter
-            .u64_counter("ociregistry_blob_pulls")
-            .with_description("Blobs served, by upstream namespace and source (cache or upstream)")
-            .build(),
+static INSTRUMENTS: LazyLock<Instruments> =
+    LazyLock::new(|| {
+        let meter = crate::metrics::meter();
+        Instruments {
+        manifest_pulls: pulls(
+            &meter,
+            "ociregistry_manifest_pulls",
+            "Manifests served, by upstream namespace and source (cache or upstream)",
+        ),
+        blob_pulls: pulls(
+            &meter,
+            "ociregistry_blob_pulls",
+            "Blobs served, by upstream namespace and source (cache or upstream)",
+        ),
         fill_joins: meter
             .u64_counter("ociregistry_fill_joins")
             .with_description(
@@ -54,12 +57,41 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
                 "Background tag revalidations, by namespace and result (moved, unchanged, failed)",
             )
             .build(),
-        hot_requests: meter
-            .u64_counter("ociregistry_hot_cache_requests")
-            .with_description("Hot-cache lookups of manifests and tags, by result")
-            .build(),
+        hot_requests: {
+            let hot = Arc::new(Tally::default());
+            let observed = hot.clone();
+            meter
+                .u64_observable_counter("ociregistry_hot_cache_requests")
+                .with_description("Hot-cache lookups of manifests and tags, by result")
+                .with_callback(move |o| {
+                    observed.each(|&hit, n| {
+                        o.observe(n, &[KeyValue::new("result", if hit { "hit" } else { "miss" })])
+                    })
+                })
+                .build();
+            hot
+        },
     }
-});
+    });
+
+/// A pulls counter: counted in a [`Tally`], exported as an observable counter.
+fn pulls(
+    meter: &opentelemetry::metrics::Meter,
+    name: &'static str,
+    description: &'static str,
+) -> Arc<Tally<(Arc<str>, CacheStatus)>> {
+    let tally = Arc::new(Tally::default());
+    let observed = tally.clone();
+    meter
+        .u64_observable_counter(name)
+        .with_description(description)
+        .with_callback(move |o| {
+            observed
+                .each(|(registry, status), n| o.observe(n, &[namespace(registry), source(*status)]))
+        })
+        .build();
+    tally
+}
 
 fn namespace(registry: &Arc<str>) -> KeyValue {
     KeyValue::new(
@@ -82,15 +114,13 @@ pub fn manifest_pull(registry: &Arc<str>, status: CacheStatus) {
     if crate::metrics::enabled() {
         INSTRUMENTS
             .manifest_pulls
-            .add(1, &[namespace(registry), source(status)]);
+            .add((registry.clone(), status), 1);
     }
 }
 
 pub fn blob_pull(registry: &Arc<str>, status: CacheStatus) {
     if crate::metrics::enabled() {
-        INSTRUMENTS
-            .blob_pulls
-            .add(1, &[namespace(registry), source(status)]);
+        INSTRUMENTS.blob_pulls.add((registry.clone(), status), 1);
     }
 }
 
@@ -124,10 +154,7 @@ pub fn revalidation(registry: &Arc<str>, result: &'static str) {
 
 pub fn hot(hit: bool) {
     if crate::metrics::enabled() {
-        INSTRUMENTS.hot_requests.add(
-            1,
-            &[KeyValue::new("result", if hit { "hit" } else { "miss" })],
-        );
+        INSTRUMENTS.hot_requests.add(hit, 1);
     }
 }
 

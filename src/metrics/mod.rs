@@ -7,6 +7,7 @@
 //! observes the process and the runtime.
 
 mod process;
+pub mod tally;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

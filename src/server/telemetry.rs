@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::{LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use opentelemetry::metrics::{Counter, Histogram};
@@ -13,12 +13,14 @@ use opentelemetry::KeyValue;
 
 use crate::cache::CacheStatus;
 use crate::config::{ClientNetworks, Config};
+use crate::metrics::tally::Tally;
 
 /// Blob bodies smaller than this never count as slow downloads: their time is mostly latency, not throughput.
 pub const SLOW_DOWNLOAD_MIN_BYTES: u64 = 1024 * 1024;
 
 struct Instruments {
-    requests: Counter<u64>,
+    /// `ociregistry_http_requests` by endpoint kind, method and status (an observable counter over this).
+    requests: Arc<Tally<(&'static str, &'static str, u16)>>,
     duration: Histogram<f64>,
     errors: Counter<u64>,
     served: Counter<u64>,
@@ -86,10 +88,27 @@ impl Networks {
 static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
     let meter = crate::metrics::meter();
     Instruments {
-        requests: meter
-            .u64_counter("ociregistry_http_requests")
-            .with_description("Requests to the registry API, by endpoint kind, method and status")
-            .build(),
+        requests: {
+            let requests = Arc::new(Tally::default());
+            let observed = requests.clone();
+            meter
+                .u64_observable_counter("ociregistry_http_requests")
+                .with_description("Requests to the registry API, by endpoint kind, method and status")
+                .with_callback(move |o| {
+                    observed.each(|&(endpoint, method, status), n| {
+                        o.observe(
+                            n,
+                            &[
+                                KeyValue::new("endpoint", endpoint),
+                                KeyValue::new("method", method),
+                                KeyValue::new("status", i64::from(status)),
+                            ],
+                        )
+                    })
+                })
+                .build();
+            requests
+        },
         duration: meter
             .f64_histogram("ociregistry_http_request_duration")
             .with_unit("s")
@@ -213,14 +232,7 @@ pub fn record(
         axum::http::Method::HEAD => "HEAD",
         _ => "other",
     };
-    i.requests.add(
-        1,
-        &[
-            KeyValue::new("endpoint", endpoint),
-            KeyValue::new("method", method),
-            KeyValue::new("status", i64::from(status)),
-        ],
-    );
+    i.requests.add((endpoint, method, status), 1);
     i.duration.record(
         elapsed.as_secs_f64(),
         &[
