@@ -23,7 +23,8 @@ struct Instruments {
     requests: Arc<Tally<(&'static str, &'static str, u16)>>,
     duration: Histogram<f64>,
     errors: Counter<u64>,
-    served: Counter<u64>,
+    /// `ociregistry_served_bytes` by cache hit or miss (an observable counter over this).
+    served: Arc<Tally<CacheStatus>>,
     slow_downloads: Counter<u64>,
     client_requests: Counter<u64>,
 }
@@ -119,11 +120,19 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
             .u64_counter("ociregistry_http_errors")
             .with_description("API error answers, by OCI error code")
             .build(),
-        served: meter
-            .u64_counter("ociregistry_served")
-            .with_unit("By")
-            .with_description("Bytes of manifest and blob bodies answered, by cache hit or miss")
-            .build(),
+        served: {
+            let served: Arc<Tally<CacheStatus>> = Arc::new(Tally::default());
+            let observed = served.clone();
+            meter
+                .u64_observable_counter("ociregistry_served")
+                .with_unit("By")
+                .with_description("Bytes of manifest and blob bodies answered, by cache hit or miss")
+                .with_callback(move |o| {
+                    observed.each(|cache, n| o.observe(n, &[KeyValue::new("cache", cache.as_str())]))
+                })
+                .build();
+            served
+        },
         slow_downloads: meter
             .u64_counter("ociregistry_slow_downloads")
             .with_description(
@@ -174,8 +183,8 @@ pub fn count_served(
             if self.bytes == 0 {
                 return;
             }
+            INSTRUMENTS.served.add(self.cache, self.bytes);
             let cache = [KeyValue::new("cache", self.cache.as_str())];
-            INSTRUMENTS.served.add(self.bytes, &cache);
             if self.blob && self.bytes >= SLOW_DOWNLOAD_MIN_BYTES {
                 let floor = SETTINGS.get().map_or(1024 * 1024, |s| s.slow_bytes_per_sec);
                 let seconds = self.started.elapsed().as_secs_f64();
