@@ -26,12 +26,24 @@ pub struct AccessRecord {
     pub at: SystemTime,
     pub id: u64,
     pub method: axum::http::Method,
-    pub uri: axum::http::Uri,
+    /// The request target, `path` or `path?query`, copied: holding the request's `Uri` would keep the
+    /// connection's read buffer referenced until the line is written, so the server could not reuse it.
+    pub target: Box<str>,
     pub status: u16,
     pub bytes: Option<u64>,
     pub latency_us: u64,
     pub client: Option<IpAddr>,
     pub cache: &'static str,
+}
+
+impl AccessRecord {
+    fn path(&self) -> &str {
+        self.target.split_once('?').map_or(&self.target, |(p, _)| p)
+    }
+
+    fn query(&self) -> &str {
+        self.target.split_once('?').map_or("", |(_, q)| q)
+    }
 }
 
 static QUEUE: OnceLock<Sender<AccessRecord>> = OnceLock::new();
@@ -129,9 +141,9 @@ fn write_text(out: &mut Vec<u8>, r: &AccessRecord, clock: &mut Clock) {
     out.extend_from_slice(b" method=");
     out.extend_from_slice(r.method.as_str().as_bytes());
     out.extend_from_slice(b" path=");
-    out.extend_from_slice(r.uri.path().as_bytes());
+    out.extend_from_slice(r.path().as_bytes());
     out.extend_from_slice(b" query=");
-    out.extend_from_slice(r.uri.query().unwrap_or("").as_bytes());
+    out.extend_from_slice(r.query().as_bytes());
     out.extend_from_slice(b" status=");
     push_int(out, r.status);
     if let Some(bytes) = r.bytes {
@@ -161,9 +173,9 @@ fn write_json(out: &mut Vec<u8>, r: &AccessRecord, clock: &mut Clock) {
     out.extend_from_slice(b"\",\"method\":\"");
     out.extend_from_slice(r.method.as_str().as_bytes());
     out.extend_from_slice(b"\",\"path\":");
-    let _ = serde_json::to_writer(&mut *out, r.uri.path());
+    let _ = serde_json::to_writer(&mut *out, r.path());
     out.extend_from_slice(b",\"query\":");
-    let _ = serde_json::to_writer(&mut *out, r.uri.query().unwrap_or(""));
+    let _ = serde_json::to_writer(&mut *out, r.query());
     out.extend_from_slice(b",\"status\":");
     push_int(out, r.status);
     if let Some(bytes) = r.bytes {
@@ -226,9 +238,7 @@ mod tests {
             at: SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(1_795_442_613_213_112),
             id: 42,
             method: axum::http::Method::GET,
-            uri: "/v2/docker.io/library/alpine/manifests/3?ns=a%22b"
-                .parse()
-                .unwrap(),
+            target: "/v2/docker.io/library/alpine/manifests/3?ns=a%22b".into(),
             status: 200,
             bytes: Some(646),
             latency_us: 1527,

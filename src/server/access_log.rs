@@ -104,7 +104,9 @@ async fn observe(request: Request, next: Next, id: u64) -> Response {
             at: std::time::SystemTime::now(),
             id,
             method,
-            uri,
+            target: uri
+                .path_and_query()
+                .map_or_else(|| uri.path().into(), |pq| pq.as_str().into()),
             status,
             bytes,
             latency_us,
