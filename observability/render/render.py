@@ -9,23 +9,29 @@ Subcommands:
   upstream PORT SEED
       A scripted upstream on 127.0.0.1:PORT: tests/observability/upstream.py (good/<any>: one image, a slow
       256 KiB layer, a 2^60-byte blob; broken/<any>: 500) plus sized/app-N:vM (N 0..7, M 1..3), images with
-      a layer of their own (0.5-2.5 MiB, sent in 0.6 s; the SEED makes two upstreams' blobs differ). Every
+      a layer of their own (0.5-2.5 MiB, sent in 0.6 s; the SEED makes two upstreams' blobs differ) and
+      sized/big:v1 (one 8 MiB layer). Every
       manifest answer (good/ ones too) spends one request of a rate-limit window of 500 (ratelimit-remaining).
-      GET /_outage?seconds=S makes every /v2/ request answer 503 for S seconds (an upstream outage).
+      GET /_outage?seconds=S makes every /v2/ request answer 503 for S seconds (an upstream outage);
+      GET /_slow?seconds=S sends the sized/ layers in 3 s each for S seconds (a slow upstream: slow misses).
       Standard library only.
   traffic OCI NS_A NS_B DATA_DIR BIN SECONDS
       Drives SECONDS of traffic against the ociregistry at OCI (http://host:port) whose default registry is
       NS_A and which lists NS_B: cold and warm pulls in both namespaces, concurrent readers of cold blobs,
       errors (unknown tags and blobs, a failing upstream, a refused upstream, an upstream outage), an
-      uncached blob, stale tags, a manual prune (BIN prune --data-dir DATA_DIR); timeline on stdout.
+      uncached blob, stale tags, a manual prune (BIN prune --data-dir DATA_DIR), slow downloads (a slow
+      upstream, slow clients), a burst of concurrent blob reads; clients of two sites: 127.0.0.1 (site-a) and
+      127.0.1.x (site-b, source addresses bound on loopback); timeline on stdout.
   plot PROM START END OUTDIR DASHBOARD.json...
       Queries every panel of each dashboard over [START, END] (Unix seconds) and writes
       OUTDIR/dashboard-<file stem>.png; prints the panels (and queries) that returned no data.
 """
 
+import http.client
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 import threading
@@ -80,8 +86,23 @@ def upstream(port, seed):
                 "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": base.digest(layer),
                             "size": len(layer)}],
             }, sort_keys=True).encode()
+    # sized/big:v1, one 8 MiB layer: what a slow client reads (a download long enough to outlast the socket
+    # buffers, so that the server sees it slow)
+    big = rng.randbytes(8 * 1024 * 1024)
+    big_config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []},
+                             "config": {"Labels": {"image": f"{seed}/sized/big:v1"}}}).encode()
+    base.BLOBS[base.digest(big)] = big
+    base.BLOBS[base.digest(big_config)] = big_config
+    images[("sized/big", "v1")] = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": base.MANIFEST_TYPE,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": base.digest(big_config),
+                   "size": len(big_config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": base.digest(big),
+                    "size": len(big)}],
+    }, sort_keys=True).encode()
     by_digest = {base.digest(body): body for body in images.values()}
-    state = {"outage_until": 0.0, "manifests": 0}
+    state = {"outage_until": 0.0, "slow_until": 0.0, "manifests": 0}
     lock = threading.Lock()
     window = 500
 
@@ -101,6 +122,10 @@ def upstream(port, seed):
                 seconds = float(urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)["seconds"][0])
                 state["outage_until"] = time.monotonic() + seconds
                 return self.answer(200, b"outage\n", {"Content-Type": "text/plain"}, send_body)
+            if path == "/_slow":
+                seconds = float(urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)["seconds"][0])
+                state["slow_until"] = time.monotonic() + seconds
+                return self.answer(200, b"slow\n", {"Content-Type": "text/plain"}, send_body)
             if path.startswith("/v2/") and time.monotonic() < state["outage_until"]:
                 return self.answer(503, b"down for maintenance", {"Content-Type": "text/plain"}, send_body)
             rest = path[len("/v2/"):] if path.startswith("/v2/") else ""
@@ -127,8 +152,9 @@ def upstream(port, seed):
                 self.answer(200, b"", dict(headers, **{"Content-Length": str(len(blob))}), False)
                 chunks = 12
                 step = -(-len(blob) // chunks)
+                delay = 0.25 if time.monotonic() < state["slow_until"] else 0.05  # 3 s or 0.6 s a layer
                 for i in range(chunks):
-                    time.sleep(0.05)
+                    time.sleep(delay)
                     self.wfile.write(blob[i * step:(i + 1) * step])
                     self.wfile.flush()
                 return None
@@ -143,31 +169,69 @@ def upstream(port, seed):
 # ------------------------------------------------------------------------------------------------------------
 # traffic
 # ------------------------------------------------------------------------------------------------------------
-class Client:
-    def __init__(self, oci):
-        self.oci = oci.rstrip("/")
-        self.counts = {}
-        self.lock = threading.Lock()
+class SmallWindowConnection(http.client.HTTPConnection):
+    """A connection with a small receive buffer, bound to a source address: a slow client whose slowness the
+    server sees (with the default loopback buffers, megabytes would sit in the socket unread)."""
 
-    def req(self, path, method="GET", read=True, limit=None, timeout=30):
-        url = self.oci + path
-        request = urllib.request.Request(url, method=method, headers={
-            "Accept": "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"})
+    def connect(self):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        if self.source_address:
+            sock.bind(self.source_address)
+        sock.settimeout(self.timeout)
+        sock.connect((self.host, self.port))
+        self.sock = sock
+
+
+class Client:
+    """Requests to the ociregistry at OCI from the source address SOURCE (a loopback address: 127.0.0.1 is
+    site-a, 127.0.1.x site-b of metrics_client_networks), counted by status."""
+
+    def __init__(self, oci, source=None, counts=None, lock=None):
+        u = urllib.parse.urlsplit(oci)
+        self.host, self.port = u.hostname, u.port
+        self.source = source
+        self.counts = {} if counts is None else counts
+        self.lock = lock or threading.Lock()
+
+    def at(self, source):
+        """The same client (and counts) from another source address."""
+        return Client(f"http://{self.host}:{self.port}", source, self.counts, self.lock)
+
+    def req(self, path, method="GET", read=True, limit=None, timeout=30, rate=None):
+        """One request; RATE (bytes/s) reads the body that slowly (a slow client)."""
         status, body = 0, b""
+        kind = SmallWindowConnection if rate else http.client.HTTPConnection
+        conn = kind(self.host, self.port, timeout=timeout, source_address=(self.source, 0) if self.source else None)
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as r:
-                status = r.status
-                if read and method == "GET":
+            conn.request(method, path, headers={
+                "Accept": "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"})
+            r = conn.getresponse()
+            status = r.status
+            if read and method == "GET":
+                if rate:
+                    chunks, got, started = [], 0, time.monotonic()
+                    while limit is None or got < limit:
+                        chunk = r.read(16 * 1024)
+                        if not chunk:
+                            break
+                        chunks.append(chunk)
+                        got += len(chunk)
+                        delay = started + got / rate - time.monotonic()
+                        if delay > 0:
+                            time.sleep(delay)
+                    body = b"".join(chunks)
+                else:
                     body = r.read(limit) if limit else r.read()
-        except urllib.error.HTTPError as e:
-            status = e.code
         except Exception:  # timeouts, resets: counted as 0
             status = 0
+        finally:
+            conn.close()
         with self.lock:
             self.counts[status] = self.counts.get(status, 0) + 1
         return status, body
 
-    def pull(self, image, tag):
+    def pull(self, image, tag, rate=None):
         """A client's pull: GET the manifest, then its config and layers. Returns the layer digests."""
         status, body = self.req(f"/v2/{image}/manifests/{tag}")
         if status != 200:
@@ -175,12 +239,13 @@ class Client:
         m = json.loads(body)
         digests = [m["config"]["digest"]] + [layer["digest"] for layer in m["layers"]]
         for d in digests:
-            self.req(f"/v2/{image}/blobs/{d}")
+            self.req(f"/v2/{image}/blobs/{d}", rate=rate)
         return digests
 
 
 def traffic(oci, ns_a, ns_b, data_dir, binary, seconds):
-    c = Client(oci)
+    c = Client(oci)  # site-a: 127.0.0.1
+    site_b = [c.at(f"127.0.1.{n}") for n in (5, 6, 7)]  # site-b: 127.0.1.0/24
     t0 = time.monotonic()
     stop = threading.Event()
     cached = []  # (image, tag) pulled once: what the warm readers pull again
@@ -199,7 +264,7 @@ def traffic(oci, ns_a, ns_b, data_dir, binary, seconds):
         with cached_lock:
             cached.append((image, tag))
 
-    def warm_reader(seed, period):
+    def warm_reader(seed, period, client):
         rng = random.Random(seed)
         while not stop.is_set():
             with cached_lock:
@@ -211,19 +276,19 @@ def traffic(oci, ns_a, ns_b, data_dir, binary, seconds):
             if choice:
                 image, tag = choice
                 if rng.random() < 0.3:
-                    c.req(f"/v2/{image}/manifests/{tag}", method="HEAD")
+                    client.req(f"/v2/{image}/manifests/{tag}", method="HEAD")
                 else:
-                    c.pull(image, tag)
+                    client.pull(image, tag)
             stop.wait(period * rng.uniform(0.5, 1.5))
 
-    def concurrent_cold_blob(image, tag, readers):
+    def concurrent_cold_blob(image, tag, readers, client=c):
         """One manifest, then `readers` clients at once on its layer, which nobody has pulled yet."""
-        status, body = c.req(f"/v2/{image}/manifests/{tag}")
+        status, body = client.req(f"/v2/{image}/manifests/{tag}")
         if status != 200:
             say(f"{image}:{tag}: manifest {status}")
             return
         layer = json.loads(body)["layers"][0]["digest"]
-        threads = [threading.Thread(target=c.req, args=(f"/v2/{image}/blobs/{layer}",)) for _ in range(readers)]
+        threads = [threading.Thread(target=client.req, args=(f"/v2/{image}/blobs/{layer}",)) for _ in range(readers)]
         for t in threads:
             t.start()
         for t in threads:
@@ -244,10 +309,30 @@ def traffic(oci, ns_a, ns_b, data_dir, binary, seconds):
                 c.req("/v2/10.1.2.3/app/manifests/v1")  # a refused upstream: 403 DENIED
             time.sleep(0.4)
 
-    readers = [threading.Thread(target=warm_reader, args=(i, p), daemon=True)
-               for i, p in enumerate((0.3, 0.5, 0.8, 1.2))]
+    def burst(clients):
+        """`clients` clients at once, each pulling one of the latest cached images (blob reads: blocking jobs)."""
+        with cached_lock:
+            hot = cached[-8:]
+        threads = [threading.Thread(target=c.pull, args=hot[i % len(hot)]) for i in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def slow_client(image, tag, rate, times):
+        """`times` rounds of: a pull at site-a (the image is cached again if it was evicted), and 2 s later (the
+        fill committed: a hit) a pull by a site-b client on a slow link, reading at `rate` bytes/s."""
+        for _ in range(times):
+            c.pull(image, tag)
+            time.sleep(2)
+            site_b[2].pull(image, tag, rate=rate)
+
+    # warm readers: two at site-a, two at site-b
+    readers = [threading.Thread(target=warm_reader, args=(i, p, cl), daemon=True)
+               for i, (p, cl) in enumerate(((0.3, c), (0.5, c), (0.8, site_b[0]), (1.2, site_b[1])))]
     for t in readers:
         t.start()
+    background = []
 
     a, b = "sized", f"{ns_b}/sized"  # NS_A is the default registry; NS_B is named in the path
     say(f"warm readers started; cold pulls in {ns_a}")
@@ -262,10 +347,15 @@ def traffic(oci, ns_a, ns_b, data_dir, binary, seconds):
     say("errors: unknown tag and blob, bad digest, failing upstream (500), refused upstream")
     errors(12)
     at(35)
-    say(f"cold pulls in {ns_b}")
+    say(f"cold pulls in {ns_b}, from site-b (127.0.1.7): its local misses")
     for n in range(6):
-        cold(f"{b}/app-{n}", "v1")
+        site_b[2].pull(f"{b}/app-{n}", "v1")
+        with cached_lock:
+            cached.append((f"{b}/app-{n}", "v1"))
         time.sleep(1.5)
+    at(45)
+    say("a burst: 24 clients at once on cached images (blob reads queue for the 2 blocking threads)")
+    burst(24)
     at(50)
     # A counter's series is born at its first count, and increase() cannot see that first step: each event
     # that should show on a panel built on increase() (uncached blobs, prunes) happens twice, a while apart.
@@ -275,7 +365,12 @@ def traffic(oci, ns_a, ns_b, data_dir, binary, seconds):
     at(54)
     say("the uncached blob again")
     c.req(huge, limit=4 * 1024 * 1024, timeout=5)
-    at(58)
+    say(f"in the background, twice: {a}/big:v1 (an 8 MiB layer) pulled, then read by a slow client at site-b at "
+        "256 KiB/s (slow downloads, cache hits; the first makes the series appear, which rate() does not see)")
+    # not among the warm readers' images (not in `cached`): only these pulls read it
+    background.append(threading.Thread(target=slow_client, args=(f"{a}/big", "v1", 256 * 1024, 2), daemon=True))
+    background[-1].start()
+    at(60)
     say(f"cold pulls of v2 and v3 in {ns_a} (past max_cache_bytes: eviction)")
     for n in range(8):
         cold(f"{a}/app-{n}", "v2")
@@ -301,21 +396,28 @@ def traffic(oci, ns_a, ns_b, data_dir, binary, seconds):
     errors(6)
     c.req(f"/v2/{b}/app-7/manifests/v1")  # again: 502
     at(106)
-    pattern = f"{ns_a}/sized/app-2:v1"
+    pattern = f"{ns_a}/sized/app-3:v3"  # among the warm readers' images: not evicted by now
     say(f"manual prune: ociregistry prune --pattern '{pattern}'")
     p = subprocess.run([binary, "prune", "--data-dir", data_dir, "--pattern", pattern],
                        capture_output=True, text=True, timeout=60)
     for line in (p.stdout + p.stderr).strip().splitlines()[-3:]:
         print("    " + line, flush=True)
+    at(112)
+    say("another burst of 24 clients on cached images")
+    burst(24)
     at(120)
-    say(f"{ns_b} back: cold pulls of v2 there, 4 concurrent readers of one cold blob")
-    concurrent_cold_blob(f"{b}/app-6", "v2", 4)
+    say(f"{ns_b} back but slow (3 s a layer, for 20 s): cold pulls of v2 from site-b, 4 concurrent readers of "
+        "one cold blob (slow downloads, cache misses)")
+    urllib.request.urlopen(f"http://{ns_b}/_slow?seconds=20", timeout=5).read()
+    concurrent_cold_blob(f"{b}/app-6", "v2", 4, client=site_b[2])
     for n in range(4):
-        cold(f"{b}/app-{n}", "v2")
+        site_b[2].pull(f"{b}/app-{n}", "v2")
+        with cached_lock:
+            cached.append((f"{b}/app-{n}", "v2"))
         time.sleep(1)
     at(seconds)
     stop.set()
-    for t in readers:
+    for t in readers + background:
         t.join()
     say("done; answers by status: " + ", ".join(f"{k}: {v}" for k, v in sorted(c.counts.items())))
 
@@ -413,16 +515,26 @@ def plot(prom, start, end, outdir, dashboards):
                                   {float(ts): float(v) for ts, v in s["values"]}))
             grid = sorted({ts for _, values in drawn for ts in values})
             base = [0.0] * len(grid)
+            right = None  # the right axis, when an override puts a series there
             for i, (label, values) in enumerate(drawn):
                 style = {"linewidth": 1.1, "color": f"C{i % 10}"}
-                for o in overrides:  # the overrides the dashboards use: a regexp on the name, dash and colour
+                target_ax, series_fill = ax, fill
+                for o in overrides:  # the overrides the dashboards use: a regexp on the name, dash, colour, axis
                     m = o.get("matcher", {})
                     if m.get("id") == "byRegexp" and __import__("re").fullmatch(m.get("options", ""), label):
                         for prop in o.get("properties", []):
                             if prop["id"] == "custom.lineStyle":
-                                style["linestyle"] = "--"
+                                style["linestyle"] = ":" if prop["value"].get("fill") == "dot" else "--"
                             if prop["id"] == "color" and prop["value"].get("fixedColor"):
                                 style["color"] = prop["value"]["fixedColor"]
+                            if prop["id"] == "custom.fillOpacity":
+                                series_fill = prop["value"] / 100
+                            if prop["id"] == "custom.axisPlacement" and prop["value"] == "right":
+                                if right is None:
+                                    right = ax.twinx()
+                                    right.yaxis.set_major_formatter(unit_formatter(unit))
+                                    right.tick_params(labelsize=7)
+                                target_ax = right
                 if stacked:
                     ys = [values.get(ts, 0.0) + b for ts, b in zip(grid, base)]
                     xs = [datetime.fromtimestamp(ts, timezone.utc) for ts in grid]
@@ -435,16 +547,21 @@ def plot(prom, start, end, outdir, dashboards):
                 ts_sorted = sorted(values)
                 xs = [datetime.fromtimestamp(ts, timezone.utc) for ts in ts_sorted]
                 ys = [values[ts] for ts in ts_sorted]
+                if target_ax is not ax:
+                    label += " (right axis)"
                 if bars:
-                    ax.bar(xs, ys, width=STEP / 86400, color=style["color"], alpha=max(fill, 0.3), label=label)
+                    target_ax.bar(xs, ys, width=STEP / 86400, color=style["color"], alpha=max(series_fill, 0.3),
+                                  label=label)
                 else:
-                    ax.plot(xs, ys, label=label, **style)
-                    if fill:
-                        ax.fill_between(xs, 0, ys, color=style["color"], alpha=fill, linewidth=0)
+                    target_ax.plot(xs, ys, label=label, **style)
+                    if series_fill:
+                        target_ax.fill_between(xs, 0, ys, color=style["color"], alpha=series_fill, linewidth=0)
                 series += 1
                 last = ys[-1] if ys else last
             if p.get("fieldConfig", {}).get("defaults", {}).get("min") == 0 and series:
                 ax.set_ylim(bottom=0)
+                if right is not None:
+                    right.set_ylim(bottom=0)
             ax.set_xlim(datetime.fromtimestamp(start, timezone.utc), datetime.fromtimestamp(end, timezone.utc))
             ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=timezone.utc))
             ax.xaxis.set_major_locator(mdates.MinuteLocator(tz=timezone.utc))
@@ -464,7 +581,11 @@ def plot(prom, start, end, outdir, dashboards):
                                                                                                  step["color"])
                     ax.text(1.0, 1.02, "now: " + unit_formatter(unit)(last, None), transform=ax.transAxes,
                             ha="right", va="bottom", fontsize=10, fontweight="bold", color=colour)
-                ax.legend(fontsize=6, loc="upper left", framealpha=0.7, ncol=2 if series > 4 else 1)
+                handles, labels = ax.get_legend_handles_labels()
+                if right is not None:
+                    more = right.get_legend_handles_labels()
+                    handles, labels = handles + more[0], labels + more[1]
+                ax.legend(handles, labels, fontsize=6, loc="upper left", framealpha=0.7, ncol=2 if series > 4 else 1)
                 if all(v == 0 for _, values in drawn for v in values.values()):
                     ax.text(0.5, 0.5, "0 throughout", transform=ax.transAxes, ha="center", va="center",
                             fontsize=11, color="dimgray")

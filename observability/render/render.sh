@@ -5,9 +5,10 @@
 #      images with layers of their own), target/debug/ociregistry serve --metrics against them, and Debian's
 #      prometheus with observability/prometheus.yml (target this server, scrape and evaluation every 1 s, own
 #      temporary data directory);
-#   2. RENDER_SECONDS (150) of traffic (render.py traffic): cold and warm pulls in two namespaces, concurrent
-#      readers of cold blobs, errors, an upstream outage, an uncached blob, stale tags, evictions at
-#      max_cache_bytes and a manual prune;
+#   2. RENDER_SECONDS (150) of traffic (render.py traffic): cold and warm pulls in two namespaces from two client
+#      sites (127.0.0.0/24 and 127.0.1.0/24, metrics_client_networks), concurrent readers of cold blobs, errors,
+#      an upstream outage, a slow upstream and a slow client (slow downloads), bursts of blob reads on a
+#      blocking pool of 2 threads, an uncached blob, stale tags, evictions at max_cache_bytes and manual prunes;
 #   3. for every panel of every dashboard, each query (Grafana variables replaced: $__rate_interval = 30s,
 #      $job = ociregistry, $instance and $namespace = .*) through Prometheus's /api/v1/query_range, drawn with
 #      matplotlib (a venv in target/render-venv) into docs/images/dashboard-process.png and
@@ -77,13 +78,20 @@ start_bg upstream-b "$TMP/logs/upstream-b.log" "$PY" -u "$HERE/render.py" upstre
 wait_http "http://$NSA/v2/" 20 upstream-a
 wait_http "http://$NSB/v2/" 20 upstream-b
 
-# Short TTLs and a small ceiling, so that a few minutes show revalidations, stale tags and evictions.
+# Short TTLs and a small ceiling, so that a few minutes show revalidations, stale tags and evictions; two client
+# sites on loopback (the traffic binds 127.0.1.x for site-b); blob reads on a blocking pool of 2 threads, so
+# that bursts of reads queue.
 cat >"$TMP/config.yaml" <<EOF
 default_registry: "$NSA"
 tag_ttl: 20s
 negative_ttl: 5s
 max_cache_bytes: 32MiB
 min_free_bytes: 1MiB
+blob_io: buffered
+blocking_threads: 2
+metrics_client_networks:
+  site-a: [127.0.0.0/24]
+  site-b: [127.0.1.0/24]
 registries:
   - name: "$NSA"
     scheme: http
