@@ -163,7 +163,8 @@ pub fn endpoint(path: &str) -> &'static str {
     }
 }
 
-/// Counts the body bytes actually sent (a client that leaves early is not counted for what it did not get),
+/// Counts the body bytes handed to the connection (a client that leaves early is not counted for the rest of
+/// the body, but may be for what the kernel's socket buffers still held),
 /// and records them as served when the body is dropped; a blob body sent slower than the configured rate counts
 /// as a slow download.
 pub fn count_served(
