@@ -58,6 +58,21 @@ fn delta(before: &Scrape, after: &Scrape, key: &str) -> f64 {
     get(after, key) - get(before, key)
 }
 
+/// The `/metrics` URL of a server started with `metrics: "127.0.0.1:0"`, from its start-up banner.
+fn metrics_url(server: &Server) -> String {
+    let addr = server
+        .logs()
+        .iter()
+        .find_map(|l| {
+            l.split("metrics=Some(")
+                .nth(1)
+                .and_then(|rest| rest.split(')').next())
+                .map(str::to_owned)
+        })
+        .expect("the banner names the metrics address");
+    format!("http://{addr}/metrics")
+}
+
 fn image_bytes(image: &Image) -> f64 {
     let manifests: usize = image.manifests().iter().map(|m| m.data.len()).sum();
     let blobs: usize = image.blobs().iter().map(|b| b.data.len()).sum();
@@ -75,17 +90,7 @@ async fn a_scripted_pull_sequence_moves_each_counter_by_the_expected_amount() {
             ..ServerConfig::for_hosts(&[a.host(), b.host()])
         };
         let server = Server::start(tmp.path(), &config).await;
-        let metrics_addr = server
-            .logs()
-            .iter()
-            .find_map(|l| {
-                l.split("metrics=Some(")
-                    .nth(1)
-                    .and_then(|rest| rest.split(')').next())
-                    .map(str::to_owned)
-            })
-            .expect("the banner names the metrics address");
-        let url = format!("http://{metrics_addr}/metrics");
+        let url = metrics_url(&server);
         let client = client();
         let (ns_a, ns_b) = (a.host(), b.host());
         let image_a = ImageBuilder::oci().small().seed(200).build();
@@ -253,12 +258,7 @@ async fn per_repository_gauges_follow_the_index() {
             ..ServerConfig::for_upstream(&upstream)
         };
         let server = Server::start(tmp.path(), &config).await;
-        let addr = server
-            .logs()
-            .iter()
-            .find_map(|l| l.split("metrics=Some(").nth(1).and_then(|r| r.split(')').next()).map(str::to_owned))
-            .unwrap();
-        let url = format!("http://{addr}/metrics");
+        let url = metrics_url(&server);
         let client = client();
         let image = ImageBuilder::oci().small().seed(210).build();
         upstream.push_image(REPO, "v1", &image);
@@ -303,12 +303,7 @@ async fn slow_downloads_and_client_networks() {
             ..ServerConfig::for_upstream(&upstream)
         };
         let server = Server::start(tmp.path(), &config).await;
-        let addr = server
-            .logs()
-            .iter()
-            .find_map(|l| l.split("metrics=Some(").nth(1).and_then(|r| r.split(')').next()).map(str::to_owned))
-            .unwrap();
-        let url = format!("http://{addr}/metrics");
+        let url = metrics_url(&server);
         let client = client();
         let image = ImageBuilder::oci().seed(220).build();
         upstream.push_image(REPO, "v1", &image);
