@@ -1,7 +1,8 @@
 //! One structured access-log line per request (target `access`): request id, method, path, query, status,
 //! bytes, latency to the response head, client address and cache hit/miss. Silence it with
 //! `RUST_LOG=info,access=off`. Every request gets an id (also sent as `X-Request-Id`) whether or not the
-//! line is written, so error messages can name it; every answer says `X-Content-Type-Options: nosniff`.
+//! line is written, so error messages can name it; every answer says `X-Content-Type-Options: nosniff`. When
+//! traces are exported, each request is also a span carrying that id (see `crate::traces`).
 
 use std::net::SocketAddr;
 use std::time::Instant;
