@@ -123,7 +123,16 @@ async fn probes_report_health_and_readiness_and_recover_without_restart() {
         std::fs::create_dir(&tmp).unwrap();
         let ready = raw(fx.server.addr(), &raw_request("/readyz")).await;
         assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
-        // Probes are not API traffic: not in the access log.
+        // Probes are not API traffic: not in the access log. Lines are written in order a moment after the
+        // answer, so once a later API request's line is there, a probe's line would be too.
+        let marker = raw(fx.server.addr(), &raw_request("/v2/")).await;
+        assert!(marker.starts_with("HTTP/1.1 200"), "{marker}");
+        assert!(
+            fx.server
+                .wait_for_log(|l| l.contains("access") && l.contains("path=/v2/ "))
+                .await,
+            "the access-log line of GET /v2/ never came"
+        );
         assert!(
             !fx.server
                 .logs()

@@ -601,6 +601,7 @@ step_containerd_configured() {
   done <"$TMP/expect/chartapp/amd64.blobs"
   local n
   local ns_re="${up%%:*}(:|%3A)${up##*:}" # containerd URL-encodes the colon
+  settle_access_log
   n="$(grep -cE "path=/v2/chart/app/(manifests|blobs)/[^ ]* query=ns=${ns_re//./\\.} " "$TMP/logs/serve-airgap.log" || true)"
   echo "containerd's requests with ns=$up in the mirror's access log: $n"
   [[ $n -ge 4 ]] || { echo "containerd did not pull through the mirror" >&2; return 1; }

@@ -361,6 +361,7 @@ ctd_pull_through() {
   local before after
   before="$(count_log_lines "/v2/$3/(manifests|blobs)/")"
   ctd_pull "$1" "$2" "$3"
+  settle_access_log
   after="$(count_log_lines "/v2/$3/(manifests|blobs)/")"
   echo "ociregistry access log: $((after - before)) requests for /v2/$3/ during the pull"
   [[ $((after - before)) -ge 5 ]] || { echo "containerd's requests did not reach ociregistry" >&2; return 1; }
@@ -408,6 +409,7 @@ step_cache_store() {
 # written, the way harnesses read it.
 step_access_log() {
   local logf="$TMP/logs/ociregistry.log" d lines
+  settle_access_log
   d="$(largest_blob ctd amd64)"
   lines="$(grep -aF "/v2/$REPO_CTD/blobs/$d" "$logf" | grep -aF 'ns=' || true)"
   [[ -n "$lines" ]] || { echo "no access-log line for containerd's GET /v2/$REPO_CTD/blobs/$d?ns=..." >&2; return 1; }

@@ -682,6 +682,7 @@ ctd_pull_through() {
   local ocilog="$TMP/logs/oci-main.log"
   before="$(count "/v2/$repo/(manifests|blobs)/" <"$ocilog")"
   ctd_pull ctd1 "$variant" "$up/$repo:$TAG"
+  settle_access_log
   after="$(count "/v2/$repo/(manifests|blobs)/" <"$ocilog")"
   echo "ociregistry access log: $((after - before)) requests for /v2/$repo/ during the pull"
   [[ $((after - before)) -ge 4 ]] || { echo "containerd's requests did not reach ociregistry" >&2; return 1; }
@@ -1136,6 +1137,7 @@ EOF
 
 step_serve_mtls_handshake() {
   local before after
+  settle_access_log
   before="$(count 'access:' <"$TMP/logs/oci-tls.log")"
   if curl_tls -o /dev/null "https://$OCI_TLS/v2/" 2>"$TMP/tls-none.err"; then
     echo "a client without a certificate was served" >&2; return 1
@@ -1146,6 +1148,7 @@ step_serve_mtls_handshake() {
     echo "a client with another CA's certificate was served" >&2; return 1
   fi
   echo "another CA's certificate: $(tail -n 1 "$TMP/tls-stranger.err")"
+  settle_access_log
   after="$(count 'access:' <"$TMP/logs/oci-tls.log")"
   expect_eq "$after" "$before" "requests that reached ociregistry from refused clients"
   expect_eq "$(curl_tls --cert "$CERTS/client.crt" --key "$CERTS/client.key" -o /dev/null -w '%{http_code}' \

@@ -41,6 +41,12 @@
 #   run_captured FUNC ARGS...  the capture part of run_step (next STEP_NO, subshell with errexit); leaves the log
 #                           file in STEP_OUT and the status in STEP_RC (for step kinds of the caller's own).
 #   dump_log_tails LINES COLS  print the last LINES lines (cut to COLS columns, indented) of every $TMP/logs/*.log.
+#   settle_access_log       wait until ociregistry's access-log lines for answers already given are written.
+
+# settle_access_log: ociregistry writes access-log lines from a thread that drains its queue every 10 ms, so a
+# line lands a few milliseconds after its answer. Call this before counting lines for requests just answered
+# (and before asserting that a request left no line).
+settle_access_log() { sleep 0.3; }
 
 USED_PORTS=" "
 pick_port() {
