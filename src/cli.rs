@@ -137,6 +137,12 @@ pub struct PruneArgs {
     /// Remove every unpinned image (required when no --older-than, --pattern or --keep-latest is given).
     #[arg(long)]
     pub all: bool,
+    /// Sweep the shared bucket (scale-out mode): delete blobs and manifests no replica references any more.
+    #[arg(long)]
+    pub bucket: bool,
+    /// With --bucket: keep unreferenced objects younger than this (default 6h; at least twice s3.refs_interval).
+    #[arg(long, value_parser = humantime::parse_duration, requires = "bucket")]
+    pub bucket_grace: Option<std::time::Duration>,
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
 }
@@ -305,6 +311,10 @@ pub fn run() -> anyhow::Result<()> {
                 keep_latest: args.keep_latest,
                 dry_run: args.dry_run,
                 all: args.all,
+                bucket: args.bucket,
+                bucket_grace: args
+                    .bucket_grace
+                    .map(|d| humantime::format_duration(d).to_string()),
             };
             let report = admin.prune(&request).await?;
             if !render::structured(args.output, &report)? {

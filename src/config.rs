@@ -63,6 +63,20 @@ pub struct Config {
     /// addresses must still be public.
     #[serde(deserialize_with = "yaml_string::list")]
     pub allowed_upstreams: Vec<String>,
+    /// Other caches every registry is fetched through (another ociregistry, or any mirror that understands
+    /// containerd's `?ns=`): base URLs tried in order before a registry's own endpoints, each request naming
+    /// the registry in `?ns=`, so one site cache serves every registry to every node. A registry's own
+    /// `mirrors` replaces this list. Empty by default.
+    #[serde(deserialize_with = "yaml_string::list")]
+    pub mirrors: Vec<String>,
+    /// When every mirror of a registry failed (a connection error or a 5xx), fetch from the registry itself.
+    /// Off: a node only ever reaches its site cache.
+    pub mirror_fallback: bool,
+    /// TLS toward the mirrors (a CA of their own, a client certificate).
+    pub mirror_tls: TlsConfig,
+    /// Scale-out: an S3-compatible bucket shared by every replica, holding blobs and manifests by digest (and
+    /// the last known digest of each tag). Off by default.
+    pub s3: Option<S3Config>,
     /// Never contact an upstream: serve what is cached regardless of TTL, answer misses with 404 at once.
     pub air_gapped: bool,
     /// How long an upstream's 404 for a tag is remembered, so unknown names cannot burn the upstream quota.
@@ -297,6 +311,156 @@ pub enum BlobIo {
     Buffered,
 }
 
+impl S3Config {
+    fn validate(&self) -> anyhow::Result<()> {
+        let url = reqwest::Url::parse(&self.endpoint)
+            .map_err(|e| anyhow::anyhow!("s3.endpoint: {:?} is not a URL: {e}", self.endpoint))?;
+        anyhow::ensure!(
+            matches!(url.scheme(), "http" | "https")
+                && url.host_str().is_some()
+                && url.username().is_empty()
+                && url.password().is_none(),
+            "s3.endpoint: {:?} must be http(s)://host[:port], without credentials",
+            self.endpoint
+        );
+        let bucket_ok = (3..=63).contains(&self.bucket.len())
+            && self
+                .bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        anyhow::ensure!(
+            bucket_ok,
+            "s3.bucket: {:?} must be 3-63 of a-z 0-9 - .",
+            self.bucket
+        );
+        anyhow::ensure!(
+            !self.prefix.starts_with('/') && !self.prefix.contains("//"),
+            "s3.prefix: {:?} must not start with / nor contain //",
+            self.prefix
+        );
+        anyhow::ensure!(!self.region.is_empty(), "s3.region: must not be empty");
+        if let Some(id) = &self.replica_id {
+            let ok = !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            anyhow::ensure!(
+                ok,
+                "s3.replica_id: {id:?} must be 1-64 of A-Z a-z 0-9 - _ ."
+            );
+        }
+        anyhow::ensure!(
+            !self.timeout.is_zero(),
+            "s3.timeout: must be longer than 0s"
+        );
+        anyhow::ensure!(
+            !self.refs_interval.is_zero(),
+            "s3.refs_interval: must be longer than 0s"
+        );
+        Ok(())
+    }
+}
+
+/// The shared bucket of scale-out mode (`s3:`). Credentials come from files or environment variables, never
+/// from the config file itself.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// Base URL of the S3 API (`http://garage.storage:3900`, `https://s3.eu-west-1.amazonaws.com`).
+    #[serde(deserialize_with = "yaml_string::string")]
+    pub endpoint: String,
+    /// The bucket.
+    #[serde(deserialize_with = "yaml_string::string")]
+    pub bucket: String,
+    /// Key prefix inside the bucket (`site-a/`), so that several caches can share one bucket.
+    #[serde(default, deserialize_with = "yaml_string::string")]
+    pub prefix: String,
+    /// Region the requests are signed for (`garage` for Garage, `us-east-1` for MinIO by default).
+    #[serde(
+        default = "default_s3_region",
+        deserialize_with = "yaml_string::string"
+    )]
+    pub region: String,
+    /// Path-style requests (`endpoint/bucket/key`, what most self-hosted engines need) rather than
+    /// virtual-hosted style (`bucket.endpoint/key`).
+    #[serde(default = "default_true")]
+    pub path_style: bool,
+    /// File holding the access key id; else the variable `access_key_id_env` names.
+    #[serde(default, deserialize_with = "yaml_string::optional_path")]
+    pub access_key_id_file: Option<PathBuf>,
+    /// Environment variable holding the access key id.
+    #[serde(
+        default = "default_access_key_env",
+        deserialize_with = "yaml_string::string"
+    )]
+    pub access_key_id_env: String,
+    /// File holding the secret access key; else the variable `secret_access_key_env` names.
+    #[serde(default, deserialize_with = "yaml_string::optional_path")]
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Environment variable holding the secret access key.
+    #[serde(
+        default = "default_secret_key_env",
+        deserialize_with = "yaml_string::string"
+    )]
+    pub secret_access_key_env: String,
+    /// PEM CA certificates trusted for the endpoint, in addition to the web PKI roots.
+    #[serde(default, deserialize_with = "yaml_string::optional_path")]
+    pub ca_file: Option<PathBuf>,
+    /// This replica's name in the bucket (its published reference set); default: the host name.
+    #[serde(default, deserialize_with = "yaml_string::optional_string")]
+    pub replica_id: Option<String>,
+    /// Time allowed for one request to the bucket (a blob body: between two chunks).
+    #[serde(default = "default_s3_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How often this replica publishes its reference set (every digest its index holds) for the bucket sweep;
+    /// a sweep's grace must be at least twice as long.
+    #[serde(default = "default_refs_interval", with = "humantime_serde")]
+    pub refs_interval: Duration,
+    /// Keep blobs on this replica's disk as well (served zero-copy, bounded by `max_cache_bytes`). Off: a
+    /// blob's bytes are streamed from the bucket on every request (ranged GETs for `Range`), and the local
+    /// disk only stages downloads until they are published.
+    #[serde(default = "default_true")]
+    pub local_tier: bool,
+}
+
+fn default_refs_interval() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_s3_region() -> String {
+    "us-east-1".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_access_key_env() -> String {
+    "AWS_ACCESS_KEY_ID".into()
+}
+fn default_secret_key_env() -> String {
+    "AWS_SECRET_ACCESS_KEY".into()
+}
+fn default_s3_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Checks an endpoint or mirror URL: `http(s)://host[:port]`, nothing more.
+fn check_base_url(key: &str, endpoint: &str) -> anyhow::Result<()> {
+    let url = reqwest::Url::parse(endpoint)
+        .map_err(|e| anyhow::anyhow!("{key}: {endpoint:?} is not a URL: {e}"))?;
+    anyhow::ensure!(
+        matches!(url.scheme(), "http" | "https")
+            && url.host_str().is_some()
+            && url.path().trim_end_matches('/').is_empty()
+            && url.query().is_none()
+            && url.username().is_empty()
+            && url.password().is_none(),
+        "{key}: {endpoint:?} must be http(s)://host[:port], without path, query or credentials"
+    );
+    anyhow::ensure!(url.port() != Some(0), "{key}: {endpoint:?} has port 0");
+    Ok(())
+}
+
 /// Settings for one upstream registry.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -329,6 +493,9 @@ pub struct RegistryConfig {
     /// Upper bound of concurrent requests to this registry (0: no bound).
     #[serde(default)]
     pub max_concurrent_fetches: usize,
+    /// Mirrors of this registry (see the top-level `mirrors`), replacing the top-level list; `[]`: none.
+    #[serde(default, deserialize_with = "yaml_string::optional_list")]
+    pub mirrors: Option<Vec<String>>,
 }
 
 /// Credentials toward one registry: `none`, `passthrough` (the client's own `Authorization`), or a user name
@@ -439,6 +606,7 @@ impl RegistryConfig {
             tag_ttl: None,
             immutable_tags: Vec::new(),
             max_concurrent_fetches: 0,
+            mirrors: None,
         }
     }
 
@@ -505,6 +673,10 @@ impl Default for Config {
             registries: Vec::new(),
             unlisted_upstreams: UnlistedUpstreams::default(),
             allowed_upstreams: Vec::new(),
+            mirrors: Vec::new(),
+            mirror_fallback: true,
+            mirror_tls: TlsConfig::default(),
+            s3: None,
             air_gapped: false,
             negative_ttl: Duration::from_secs(30),
             fill_min_bytes_per_sec: 64 * 1024,
@@ -603,6 +775,16 @@ impl Config {
             );
             registry.validate(i, &self.registries[..i])?;
         }
+        if let Some(s3) = &self.s3 {
+            s3.validate()?;
+        }
+        for (i, mirror) in self.mirrors.iter().enumerate() {
+            check_base_url(&format!("mirrors[{i}]"), mirror)?;
+        }
+        anyhow::ensure!(
+            self.mirror_tls.cert_file.is_some() == self.mirror_tls.key_file.is_some(),
+            "mirror_tls: cert_file and key_file go together"
+        );
         for (i, pattern) in self.allowed_upstreams.iter().enumerate() {
             host_pattern(pattern).map_err(|e| anyhow::anyhow!("allowed_upstreams[{i}]: {e}"))?;
         }
@@ -711,6 +893,16 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("blobs"))
     }
 
+    /// The mirrors of a registry (its own list, else the top-level one), without a trailing `/`.
+    pub fn mirror_urls(&self, registry: Option<&RegistryConfig>) -> Vec<String> {
+        registry
+            .and_then(|r| r.mirrors.as_ref())
+            .unwrap_or(&self.mirrors)
+            .iter()
+            .map(|m| m.trim_end_matches('/').to_owned())
+            .collect()
+    }
+
     /// Settings of the upstream named `name`, if listed.
     pub fn registry(&self, name: &str) -> Option<&RegistryConfig> {
         self.registries.iter().find(|r| r.name == name)
@@ -721,19 +913,10 @@ impl RegistryConfig {
     /// Checks one `registries[i]` entry; `earlier` are the entries before it (for duplicate aliases).
     fn validate(&self, i: usize, earlier: &[RegistryConfig]) -> anyhow::Result<()> {
         for (j, endpoint) in self.endpoints.iter().enumerate() {
-            let key = format!("registries[{i}].endpoints[{j}]");
-            let url = reqwest::Url::parse(endpoint)
-                .map_err(|e| anyhow::anyhow!("{key}: {endpoint:?} is not a URL: {e}"))?;
-            anyhow::ensure!(
-                matches!(url.scheme(), "http" | "https")
-                    && url.host_str().is_some()
-                    && url.path().trim_end_matches('/').is_empty()
-                    && url.query().is_none()
-                    && url.username().is_empty()
-                    && url.password().is_none(),
-                "{key}: {endpoint:?} must be http(s)://host[:port], without path, query or credentials"
-            );
-            anyhow::ensure!(url.port() != Some(0), "{key}: {endpoint:?} has port 0");
+            check_base_url(&format!("registries[{i}].endpoints[{j}]"), endpoint)?;
+        }
+        for (j, mirror) in self.mirrors.iter().flatten().enumerate() {
+            check_base_url(&format!("registries[{i}].mirrors[{j}]"), mirror)?;
         }
         for (j, alias) in self.aliases.iter().enumerate() {
             let key = format!("registries[{i}].aliases[{j}]");
@@ -874,6 +1057,18 @@ mod yaml_string {
             .into_iter()
             .map(|s| s.0)
             .collect())
+    }
+
+    /// A list of strings; `null` (or absent) means "not set", unlike `[]`.
+    pub fn optional_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+        struct Strict(String);
+        impl<'de> Deserialize<'de> for Strict {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                string(d).map(Strict)
+            }
+        }
+        Ok(Option::<Vec<Strict>>::deserialize(d)?
+            .map(|list| list.into_iter().map(|s| s.0).collect()))
     }
 
     /// `null` (or `~`) means "not set".

@@ -33,6 +33,9 @@ use plan::{AgeBy, Catalog, Image, Selection};
 /// write of a later pull.
 const ORPHAN_GRACE_SECS: u64 = 600;
 
+/// Unreferenced objects in the shared bucket younger than this are kept by a sweep unless told otherwise.
+const DEFAULT_BUCKET_GRACE: Duration = Duration::from_secs(6 * 3600);
+
 /// Why an operation failed, with the kind the admin API maps to a status.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
@@ -140,12 +143,21 @@ pub struct PruneRequest {
     /// cannot empty the cache by accident.
     #[serde(default)]
     pub all: bool,
+    /// Sweep the shared bucket (scale-out mode) instead of pruning this replica's images.
+    #[serde(default)]
+    pub bucket: bool,
+    /// Unreferenced bucket objects younger than this (`6h`) are kept; at least twice `s3.refs_interval`.
+    #[serde(default)]
+    pub bucket_grace: Option<String>,
 }
 
 /// What a prune removed (or, dry, would remove).
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct PruneReport {
     pub dry_run: bool,
+    /// The bucket sweep, for `bucket: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<crate::store::SweepReport>,
     pub images: Vec<Image>,
     pub manifests: u64,
     pub blobs: u64,
@@ -262,6 +274,83 @@ impl Operations {
 
     /// The index as of now: pending access times (batched by the server every 10 s) are written first, so
     /// that a pull of a moment ago counts.
+    /// Publishes this replica's reference set to the shared bucket (scale-out mode): every manifest and blob
+    /// digest its index holds. Returns how many, or `None` without a bucket.
+    pub async fn publish_refs(&self) -> AdminResult<Option<usize>> {
+        let Some(bucket) = self.cache.bucket() else {
+            return Ok(None);
+        };
+        let snapshot = self.snapshot().await?;
+        // Everything a manifest references counts too, whether or not this replica has a blob entry for it.
+        let digests: Vec<String> = snapshot
+            .manifests
+            .keys()
+            .chain(snapshot.blobs.keys())
+            .chain(
+                snapshot
+                    .manifests
+                    .values()
+                    .flat_map(|m| m.references.iter()),
+            )
+            .cloned()
+            .collect::<BTreeSet<String>>()
+            .into_iter()
+            .collect();
+        bucket
+            .put_refs(&digests)
+            .await
+            .map_err(|e| AdminError::new(ErrorKind::Upstream, e.to_string()))?;
+        Ok(Some(digests.len()))
+    }
+
+    /// Sweeps the shared bucket: publishes this replica's reference set, then deletes what no replica's set
+    /// names and is older than the grace.
+    async fn sweep_bucket(&self, request: &PruneRequest) -> AdminResult<PruneReport> {
+        let Some(bucket) = self.cache.bucket().cloned() else {
+            return Err(AdminError::bad(
+                "bucket: this cache has no shared bucket (s3: is not configured)",
+            ));
+        };
+        if request.older_than.is_some()
+            || request.pattern.is_some()
+            || request.keep_latest.is_some()
+            || request.all
+        {
+            return Err(AdminError::bad(
+                "bucket: a bucket sweep takes no image criteria (older_than, pattern, keep_latest, all)",
+            ));
+        }
+        let grace = match request.bucket_grace.as_deref() {
+            Some(text) => humantime::parse_duration(text).map_err(|e| {
+                AdminError::bad(format!("bucket_grace {text:?}: {e} (e.g. 6h, 30m)"))
+            })?,
+            None => DEFAULT_BUCKET_GRACE,
+        };
+        let floor = bucket.refs_interval() * 2;
+        if grace < floor {
+            return Err(AdminError::bad(format!(
+                "bucket_grace {}: must be at least twice s3.refs_interval ({}), or a replica's newest blobs could go before it names them",
+                humantime::format_duration(grace),
+                humantime::format_duration(floor)
+            )));
+        }
+        let _one_at_a_time = self.removing.lock().await;
+        self.publish_refs().await?;
+        let sweep = bucket
+            .sweep(grace, request.dry_run)
+            .await
+            .map_err(|e| AdminError::new(ErrorKind::Upstream, e.to_string()))?;
+        tracing::info!(dry_run = request.dry_run, ?sweep, "bucket swept");
+        Ok(PruneReport {
+            dry_run: request.dry_run,
+            manifests: sweep.manifests_deleted,
+            blobs: sweep.blobs_deleted,
+            bytes_freed: sweep.bytes_freed,
+            bucket: Some(sweep),
+            ..PruneReport::default()
+        })
+    }
+
     async fn snapshot(&self) -> AdminResult<Snapshot> {
         self.store.flush_access_times().await?;
         let snapshot = self.store.index(|index| index.snapshot()).await?;
@@ -409,6 +498,7 @@ impl Operations {
                 manifests: removal.manifests.len() as u64,
                 blobs: removal.blobs.len() as u64,
                 bytes_freed: catalog.bytes_of(&removal),
+                bucket: None,
             });
         }
         let removed = self.apply(removal).await?;
@@ -430,6 +520,7 @@ impl Operations {
             manifests: removed.manifests.len() as u64,
             blobs: removed.blobs.len() as u64,
             bytes_freed: manifest_bytes + removed.blobs.iter().map(|(_, s)| s).sum::<u64>(),
+            bucket: None,
         })
     }
 
@@ -463,6 +554,9 @@ impl Operations {
         request: &PruneRequest,
         trigger: telemetry::Trigger,
     ) -> AdminResult<PruneReport> {
+        if request.bucket {
+            return self.sweep_bucket(request).await;
+        }
         let older_than = request
             .older_than
             .as_deref()
@@ -611,9 +705,12 @@ impl Operations {
                 report.bytes_freed += file.size;
             }
         }
+        // Without a local tier the shared bucket holds the blobs: no local file is expected.
+        let bucket_holds_blobs = self.cache.bucket().is_some_and(|b| !b.local_tier());
         let missing: BTreeSet<String> = snapshot
             .blobs
             .keys()
+            .filter(|_| !bucket_holds_blobs)
             // A fill indexes its blob just before renaming it into place.
             .filter(|d| !on_disk.contains(d.as_str()) && !self.cache.is_filling(d))
             .filter(|d| {
@@ -814,9 +911,18 @@ pub async fn maintain(
     prune_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ceiling_tick = tokio::time::interval(ceiling_check);
     ceiling_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let refs_interval = ops.cache.bucket().map(|b| b.refs_interval());
+    let mut refs_tick = tokio::time::interval(refs_interval.unwrap_or(Duration::from_secs(3600)));
+    refs_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
+            _ = refs_tick.tick(), if refs_interval.is_some() => {
+                match ops.publish_refs().await {
+                    Ok(n) => tracing::debug!(digests = ?n, "reference set published to the shared bucket"),
+                    Err(err) => tracing::warn!(error = %err, "could not publish the reference set to the shared bucket"),
+                }
+            }
             _ = prune_tick.tick(), if prune_older_than.is_some() => {
                 let request = PruneRequest {
                     older_than: prune_older_than.map(|d| humantime::format_duration(d).to_string()),

@@ -130,6 +130,21 @@ pub fn image_list(list: &ImageList) -> String {
 
 pub fn prune_report(report: &PruneReport) -> String {
     let mut out = String::new();
+    if let Some(sweep) = &report.bucket {
+        out.push_str(&format!(
+            "bucket: {} replica reference sets ({}), {} digests referenced; {} {} blobs, {} manifests, {} tag records, {} freed; {} unreferenced objects younger than the grace kept\n",
+            sweep.replicas.len(),
+            sweep.replicas.join(", "),
+            sweep.referenced,
+            if report.dry_run { "would delete" } else { "deleted" },
+            sweep.blobs_deleted,
+            sweep.manifests_deleted,
+            sweep.tags_deleted,
+            size(sweep.bytes_freed),
+            sweep.young_kept,
+        ));
+        return out;
+    }
     if !report.images.is_empty() {
         out.push_str(&table(IMAGE_HEADER, &image_rows(&report.images)));
     }

@@ -16,7 +16,7 @@ use super::{CacheStatus, FillKey, PullThrough};
 use crate::digest::Digest;
 use crate::error::RegistryError;
 use crate::route::Target;
-use crate::store::unix_now;
+use crate::store::{unix_now, Bucket};
 
 /// Where a blob's bytes come from.
 pub enum BlobSource {
@@ -27,6 +27,9 @@ pub enum BlobSource {
         fill: Arc<BlobFill>,
         size: Option<u64>,
     },
+    /// In the shared bucket, which is the only copy (`s3.local_tier: false`): the server streams what the
+    /// request asks for from it.
+    Shared { bucket: Arc<Bucket>, size: u64 },
     /// Straight from the upstream, not stored: the disk is (nearly) full. Verified on the way (the last chunk
     /// is held back until the digest matched).
     Uncached {
@@ -47,6 +50,11 @@ impl PullThrough {
             self.store.access.blob(digest.as_str(), &target.to_string());
             super::telemetry::blob_pull(&target.registry, CacheStatus::Hit);
             return Ok((BlobSource::Cached { file, size }, CacheStatus::Hit));
+        }
+        if let Some((bucket, size)) = self.bucket_only_blob(target, digest).await {
+            self.store.access.blob(digest.as_str(), &target.to_string());
+            super::telemetry::blob_pull(&target.registry, CacheStatus::Hit);
+            return Ok((BlobSource::Shared { bucket, size }, CacheStatus::Hit));
         }
         let fill = match self.start_or_join_fill(target, digest)? {
             Fill::Started(fill) => fill,
@@ -79,11 +87,32 @@ impl PullThrough {
         tracing::warn!(%digest, %target, reason = %why, "disk full: serving the blob without caching it");
         super::telemetry::uncached_blob();
         super::telemetry::blob_pull(&target.registry, CacheStatus::Miss);
-        let upstream = self.upstreams.get(&target.registry)?;
+        let upstream = self.upstream(&target.registry)?;
         let stream = upstream.blob(&super::pull(target), digest.as_str()).await?;
         let size = stream.size;
         let body = super::uncached::verified(digest.clone(), stream);
         Ok((BlobSource::Uncached { body, size }, CacheStatus::Miss))
+    }
+
+    /// Without a local tier: the bucket and the blob's size, if the bucket holds it (and `target`'s registry
+    /// reads through the bucket at all).
+    async fn bucket_only_blob(
+        &self,
+        target: &Target,
+        digest: &Digest,
+    ) -> Option<(Arc<Bucket>, u64)> {
+        let bucket = self.bucket.as_ref().filter(|b| !b.local_tier())?;
+        if self.upstreams.is_private(&target.registry) {
+            return None;
+        }
+        match bucket.blob_size(digest).await {
+            Ok(Some(size)) => Some((bucket.clone(), size)),
+            Ok(None) => None,
+            Err(err) => {
+                tracing::warn!(%digest, error = %err, "shared bucket unavailable; asking the upstream");
+                None
+            }
+        }
     }
 
     /// The size of blob `digest`, without reading or fetching its body.
@@ -103,7 +132,7 @@ impl PullThrough {
                 return Ok((size, CacheStatus::Miss));
             }
         }
-        let upstream = self.upstreams.get(&target.registry)?;
+        let upstream = self.upstream(&target.registry)?;
         match upstream
             .head_blob(&super::pull(target), digest.as_str())
             .await?
@@ -195,7 +224,7 @@ impl PullThrough {
             return Ok(Fill::Landed(file, size));
         }
         // Refused before any traffic and before anything is created.
-        let upstream = self.upstreams.get(&target.registry)?;
+        let upstream = self.upstream(&target.registry)?;
         match self.store.blobs.free_bytes() {
             Ok(free) if free < self.min_free_bytes => {
                 return Ok(Fill::NoSpace(format!(
@@ -235,6 +264,12 @@ impl PullThrough {
         let stored = self.blob_stored.clone();
         let blob_root = self.store.clone();
         let min_free = self.min_free_bytes;
+        // Scale-out: a blob stored here is published for the other replicas (not one of a private registry).
+        let publish = self
+            .bucket
+            .clone()
+            .filter(|_| !self.upstreams.is_private(&target.registry));
+        let final_path = self.store.blobs.path(digest);
         // The fill traces under the request that started it (when traces are exported).
         self.background.spawn(async move {
             let mut guard = guard;
@@ -274,6 +309,25 @@ impl PullThrough {
                     guard.finish(None);
                     stored.notify_one();
                     tracing::info!(%digest, size, repository, "blob cached");
+                    if let Some(bucket) = publish {
+                        let published = match bucket.put_blob_file(&digest, &final_path, size).await {
+                            Ok(true) => {
+                                tracing::info!(%digest, size, "blob published to the shared bucket");
+                                true
+                            }
+                            Ok(false) => true,
+                            Err(err) => {
+                                tracing::warn!(%digest, error = %err,
+                                    "could not publish blob to the shared bucket; other replicas will fetch it themselves");
+                                false
+                            }
+                        };
+                        // Without a local tier the bucket is the copy; the local file only staged the download.
+                        // Readers that opened it keep reading it (an unlinked file lives while open).
+                        if published && !bucket.local_tier() {
+                            let _ = blob_root.blobs.remove(&digest);
+                        }
+                    }
                 }
                 Err(err) => {
                     if matches!(err, RegistryError::UpstreamDigestMismatch(_)) {

@@ -89,7 +89,7 @@ impl PullThrough {
             return Ok(Arc::new(manifest));
         }
         *status = CacheStatus::Miss;
-        let upstream = self.upstreams.get(&target.registry)?;
+        let upstream = self.upstream(&target.registry)?;
         let fetched = upstream.manifest(&pull(target), digest.as_str()).await?;
         let actual = Digest::of(digest.algorithm(), &fetched.body);
         if actual != *digest {

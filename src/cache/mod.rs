@@ -9,6 +9,7 @@ mod manifests;
 mod passthrough;
 mod prefetch;
 mod referrers;
+mod shared;
 mod tags;
 mod telemetry;
 mod uncached;
@@ -25,12 +26,14 @@ pub use hot::{CachedManifest, HotCache, TagEntry};
 pub use passthrough::Asked;
 pub use prefetch::PrefetchReport;
 pub use referrers::Referrers;
+pub use shared::shared_body;
 
 use crate::config::Config;
 use crate::digest::Digest;
+use crate::error::RegistryError;
 use crate::route::Target;
-use crate::store::Store;
-use crate::upstream::{Pull, Upstreams};
+use crate::store::{Bucket, Store};
+use crate::upstream::{Pull, Upstream, Upstreams};
 
 /// Whether a request was answered from the cache or needed the upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -143,6 +146,8 @@ pub struct PullThrough {
     /// Fills and revalidations running in the background: shutdown waits for them (see [`PullThrough::drain`]),
     /// so a blob a client already received is not left half-committed.
     background: tokio_util::task::TaskTracker,
+    /// The bucket shared with other replicas (scale-out mode).
+    bucket: Option<Arc<Bucket>>,
 }
 
 /// How many unknown tags are remembered at most.
@@ -154,7 +159,14 @@ impl PullThrough {
     pub fn new(config: Arc<Config>, store: Arc<Store>) -> anyhow::Result<PullThrough> {
         let upstreams = Upstreams::new(config.clone())?;
         let any_private_registry = upstreams.any_private();
+        let bucket = config
+            .s3
+            .as_ref()
+            .map(Bucket::open)
+            .transpose()?
+            .map(Arc::new);
         let cache = PullThrough {
+            bucket,
             store,
             hot: HotCache::new(config.hot_cache_bytes),
             tag_policy: TagPolicy::new(&config)?,
@@ -199,6 +211,27 @@ impl PullThrough {
     /// The free-space floor of the blob filesystem (readiness reports below it).
     pub fn min_free_bytes(&self) -> u64 {
         self.min_free_bytes
+    }
+
+    /// The shared bucket, in scale-out mode.
+    pub fn bucket(&self) -> Option<&Arc<Bucket>> {
+        self.bucket.as_ref()
+    }
+
+    /// Where misses of `registry` are fetched from: the shared bucket first (scale-out mode, registries reached
+    /// without credentials), then the registry. Checks the upstream policy first, before any traffic.
+    fn upstream(&self, registry: &Arc<str>) -> Result<Arc<dyn Upstream>, RegistryError> {
+        let inner = self.upstreams.get(registry)?;
+        match &self.bucket {
+            Some(bucket) if !self.upstreams.is_private(registry) => {
+                Ok(Arc::new(shared::BucketFirst {
+                    bucket: bucket.clone(),
+                    inner,
+                    background: self.background.clone(),
+                }))
+            }
+            _ => Ok(inner),
+        }
     }
 
     /// The upstreams, for routing (aliases) and auth decisions.

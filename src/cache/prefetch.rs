@@ -130,6 +130,7 @@ impl PullThrough {
         match self.blob(target, digest).await? {
             (BlobSource::Cached { size, .. }, CacheStatus::Hit) => Ok((size, false)),
             (BlobSource::Cached { size, .. }, CacheStatus::Miss) => Ok((size, true)),
+            (BlobSource::Shared { size, .. }, _) => Ok((size, false)),
             (BlobSource::Uncached { .. }, _) => Err(RegistryError::internal(
                 "load",
                 format!("no room to store {digest}: the blob filesystem is below min_free_bytes"),
@@ -149,10 +150,11 @@ impl PullThrough {
                         )));
                     }
                 };
-                // Verified bytes are fsynced and renamed into place next; wait until they are there.
+                // Verified bytes are fsynced and renamed into place next; wait until they are there (or, without
+                // a local tier, until the fill is over: the file then goes once it is in the bucket).
                 let path = self.store.blobs.path(digest);
                 let deadline = tokio::time::Instant::now() + LAND_TIMEOUT;
-                while !path.exists() {
+                while !path.exists() && self.is_filling(digest.as_str()) {
                     if let Some(err) = fill.failure() {
                         return Err(err);
                     }
@@ -163,6 +165,9 @@ impl PullThrough {
                         ));
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                if let Some(err) = fill.failure() {
+                    return Err(err);
                 }
                 Ok((size, true))
             }

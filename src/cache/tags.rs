@@ -211,7 +211,7 @@ impl PullThrough {
         key: &str,
         previous: Option<&TagRecord>,
     ) -> Result<Digest, RegistryError> {
-        let upstream = self.upstreams.get(&target.registry)?;
+        let upstream = self.upstream(&target.registry)?;
         let fetched = upstream.manifest(&pull(target), tag).await?;
         let digest = digest_for_tag(target, &fetched)?;
         let (manifest, info) = verified_manifest(digest.clone(), &fetched)?;

@@ -39,6 +39,20 @@ pub async fn serve(
                 .map_err(|e| RegistryError::internal("read blob", e))?;
             Ok(respond(&digest, body, size, range, status))
         }
+        BlobSource::Shared { bucket, size } => {
+            let range = match range::resolve(range_header, size) {
+                Ok(range) => range,
+                Err(err) => return Ok(unsatisfiable(err, size)),
+            };
+            let body = crate::cache::shared_body(&bucket, &digest, range.clone()).await?;
+            Ok(respond(
+                &digest,
+                Body::from_stream(body),
+                size,
+                range,
+                status,
+            ))
+        }
         // Not stored (the disk is full): the whole blob, whatever the Range asked (a server may ignore Range).
         BlobSource::Uncached { body, size } => {
             let body = Body::from_stream(body);

@@ -207,6 +207,27 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     telemetry::configure(&config);
     crate::store::telemetry::observe(&store);
     let cache = Arc::new(PullThrough::new(config.clone(), store.clone())?);
+    if let Some(bucket) = cache.bucket() {
+        // Not fatal: a replica whose object store is down still serves what its local tier holds.
+        match tokio::time::timeout(std::time::Duration::from_secs(10), bucket.probe()).await {
+            Ok(Ok(())) => {
+                tracing::info!(
+                    bucket = bucket.label(),
+                    replica = bucket.replica(),
+                    "shared bucket reachable"
+                )
+            }
+            Ok(Err(err)) => {
+                tracing::error!(bucket = bucket.label(), error = %err, "shared bucket unavailable at start-up; serving the local tier")
+            }
+            Err(_) => {
+                tracing::error!(
+                    bucket = bucket.label(),
+                    "shared bucket did not answer within 10s at start-up; serving the local tier"
+                )
+            }
+        }
+    }
     let ops = Arc::new(crate::admin::Operations::new(
         &config,
         store.clone(),

@@ -1,5 +1,6 @@
 //! Persistent storage: the redb [`Index`] of manifests, tags and metadata, the content-addressed
-//! [`BlobStore`], and the batched [`AccessRecorder`] of last-pulled times.
+//! [`BlobStore`], the batched [`AccessRecorder`] of last-pulled times, and the shared [`Bucket`] of scale-out
+//! mode.
 //!
 //! redb gives up on a database after an I/O error (a full disk during a commit): every later operation fails
 //! until it is reopened. [`Store`] runs index operations through a handle that notices that state, reopens
@@ -8,6 +9,7 @@
 
 mod access;
 mod blobs;
+mod bucket;
 mod index;
 mod records;
 pub mod telemetry;
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 
 pub use access::{Access, AccessBatch, AccessRecorder};
 pub use blobs::{BlobFile, BlobStore, BlobWriter, CommitError};
+pub use bucket::{Bucket, BucketBlob, BucketError, BucketManifest, SweepReport};
 pub use index::{
     Index, IndexCounts, IndexError, IndexResult, ManifestWrite, Removal, Removed, Snapshot,
     StoredManifest, SCHEMA_VERSION,

@@ -45,12 +45,43 @@ pub enum ClientAuth {
     Passthrough,
 }
 
+/// One place a registry's content is fetched from: the registry itself, or a mirror of it.
+#[derive(Clone)]
+pub struct Endpoint {
+    /// `scheme://host[:port]`.
+    pub base: String,
+    /// For a mirror: the registry it is asked for, sent as `?ns=` (containerd's convention).
+    pub ns: Option<Arc<str>>,
+    /// The HTTP client (TLS settings) of this endpoint.
+    pub http: reqwest::Client,
+}
+
+impl Endpoint {
+    /// The registry's own endpoint.
+    pub fn direct(base: String, http: reqwest::Client) -> Endpoint {
+        Endpoint {
+            base,
+            ns: None,
+            http,
+        }
+    }
+
+    /// A mirror asked for `registry`'s content.
+    pub fn mirror(base: String, registry: Arc<str>, http: reqwest::Client) -> Endpoint {
+        Endpoint {
+            base,
+            ns: Some(registry),
+            http,
+        }
+    }
+}
+
 /// One upstream registry.
 pub struct RegistryClient {
     /// The registry as clients name it (`docker.io`).
     name: Arc<str>,
-    /// `scheme://host[:port]` of each endpoint, in order.
-    endpoints: Vec<String>,
+    /// Where to fetch from, in order: mirrors first, then the registry's own endpoints.
+    endpoints: Vec<Endpoint>,
     scheme: Scheme,
     http: reqwest::Client,
     auth: ClientAuth,
@@ -78,7 +109,7 @@ impl RegistryClient {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: Arc<str>,
-        endpoints: Vec<String>,
+        endpoints: Vec<Endpoint>,
         scheme: Scheme,
         http: reqwest::Client,
         auth: ClientAuth,
@@ -198,7 +229,7 @@ impl RegistryClient {
             let is_last = i + 1 == self.endpoints.len();
             match self.send_to(endpoint, pull, &call).await {
                 Ok(response) if response.status().is_server_error() && !is_last => {
-                    tracing::warn!(registry = %self.name, endpoint, status = %response.status(),
+                    tracing::warn!(registry = %self.name, endpoint = %endpoint.base, status = %response.status(),
                         "upstream endpoint failed; trying the next");
                 }
                 Ok(response) => {
@@ -213,7 +244,7 @@ impl RegistryClient {
                     return Ok((response, permit));
                 }
                 Err(err @ RegistryError::UpstreamUnavailable(_)) if !is_last => {
-                    tracing::warn!(registry = %self.name, endpoint, error = %err,
+                    tracing::warn!(registry = %self.name, endpoint = %endpoint.base, error = %err,
                         "upstream endpoint failed; trying the next");
                     last_error = Some(err);
                 }
@@ -227,18 +258,26 @@ impl RegistryClient {
 
     async fn send_to(
         &self,
-        endpoint: &str,
+        endpoint: &Endpoint,
         pull: &Pull<'_>,
         call: &Call<'_>,
     ) -> Result<Response, RegistryError> {
-        let url = format!("{endpoint}/v2/{}/{}", pull.repository, call.path);
-        let credentials = self.credentials(pull);
+        let url = format!("{}/v2/{}/{}", endpoint.base, pull.repository, call.path);
+        // A mirror is another party: the registry's own credentials are not its to see (it authenticates to the
+        // registry itself); a passthrough client's credentials are, as the client would send them to it.
+        let credentials = match (&endpoint.ns, &self.auth) {
+            (Some(_), ClientAuth::Basic(_)) => None,
+            _ => self.credentials(pull),
+        };
         // Tokens are per scope and per identity: one client's passthrough token must not serve another.
         let identity = credentials.map_or_else(|| "-".to_owned(), Credentials::fingerprint);
         let scope = format!("repository:{}:pull", pull.repository);
-        let token_key = format!("{identity} {endpoint} {scope}");
+        let token_key = format!("{identity} {} {scope}", endpoint.base);
         let build = |authorization: Option<String>| {
-            let mut request = self.http.request(call.method.clone(), &url);
+            let mut request = endpoint.http.request(call.method.clone(), &url);
+            if let Some(ns) = &endpoint.ns {
+                request = request.query(&[("ns", &**ns)]);
+            }
             if let Some(query) = call.query {
                 request = request.query(&[query]);
             }

@@ -20,11 +20,13 @@ use futures::stream::BoxStream;
 use secrecy::SecretString;
 
 pub use auth::{parse_bearer_challenge, BearerChallenge, Credentials};
-pub use client::{ClientAuth, RegistryClient, MAX_REDIRECTS};
+pub use client::{ClientAuth, Endpoint, RegistryClient, MAX_REDIRECTS};
 pub use policy::{is_public, UpstreamPolicy};
 pub use rate_limit::{RateLimit, RateLimitStatus};
 
-use crate::config::{AuthConfig, AuthMode, BasicAuthConfig, Config, RegistryConfig, Scheme};
+use crate::config::{
+    AuthConfig, AuthMode, BasicAuthConfig, Config, RegistryConfig, Scheme, TlsConfig,
+};
 use crate::error::RegistryError;
 
 /// A manifest (or another small JSON document) exactly as the upstream sent it.
@@ -153,6 +155,8 @@ pub struct Upstreams {
     unlisted: moka::sync::Cache<Arc<str>, Arc<RegistryClient>>,
     /// The HTTP client unlisted registries share.
     public_http: reqwest::Client,
+    /// The HTTP client of the mirrors (`mirror_tls`).
+    mirror_http: reqwest::Client,
     /// Port-less in-path names → registry names.
     aliases: HashMap<String, Arc<str>>,
     /// Registries reached with credentials (`auth:` or `passthrough`): their content is not public.
@@ -164,12 +168,30 @@ pub struct Upstreams {
 impl Upstreams {
     pub fn new(config: Arc<Config>) -> anyhow::Result<Upstreams> {
         let policy = Arc::new(UpstreamPolicy::new(&config)?);
-        let public_http = http_client(&config, &policy, None)?;
+        let public_http = http_client(&config, &policy, false, None, "")?;
+        let any_http_mirror = config
+            .mirrors
+            .iter()
+            .chain(
+                config
+                    .registries
+                    .iter()
+                    .flat_map(|r| r.mirrors.iter().flatten()),
+            )
+            .any(|m| m.starts_with("http:"));
+        let mirror_http = http_client(
+            &config,
+            &policy,
+            any_http_mirror,
+            Some(&config.mirror_tls),
+            "mirrors",
+        )
+        .context("mirror_tls")?;
         let mut configured = HashMap::new();
         let mut aliases = HashMap::new();
         for registry in &config.registries {
             let name: Arc<str> = Arc::from(registry.name.as_str());
-            let client = registry_client(&config, &policy, registry)
+            let client = registry_client(&config, &policy, &mirror_http, registry)
                 .with_context(|| format!("registries: {}", registry.name))?;
             configured.insert(name.clone(), Arc::new(client));
             for alias in &registry.aliases {
@@ -178,7 +200,7 @@ impl Upstreams {
         }
         if !configured.contains_key(config.default_registry.as_str()) {
             let default = RegistryConfig::new(&config.default_registry, Scheme::Https);
-            let client = registry_client(&config, &policy, &default)?;
+            let client = registry_client(&config, &policy, &mirror_http, &default)?;
             configured.insert(
                 Arc::from(config.default_registry.as_str()),
                 Arc::new(client),
@@ -210,6 +232,7 @@ impl Upstreams {
             configured,
             unlisted: moka::sync::Cache::new(UNLISTED_CLIENTS),
             public_http,
+            mirror_http,
             aliases,
         })
     }
@@ -252,9 +275,13 @@ impl Upstreams {
         }
         self.policy.check_registry(registry)?;
         let client = self.unlisted.get_with(registry.clone(), || {
+            let direct = Endpoint::direct(
+                format!("https://{}", crate::config::api_host(registry)),
+                self.public_http.clone(),
+            );
             Arc::new(RegistryClient::new(
                 registry.clone(),
-                vec![format!("https://{}", crate::config::api_host(registry))],
+                endpoints(&self.config, None, registry, &self.mirror_http, [direct]),
                 Scheme::Https,
                 self.public_http.clone(),
                 ClientAuth::Anonymous,
@@ -268,21 +295,56 @@ impl Upstreams {
     }
 }
 
+/// Where a registry is fetched from, in order: its mirrors (asked with `?ns=<registry>`), then, unless
+/// `mirror_fallback` is off and there are mirrors, the registry's own endpoints.
+fn endpoints(
+    config: &Config,
+    registry: Option<&RegistryConfig>,
+    name: &Arc<str>,
+    mirror_http: &reqwest::Client,
+    direct: impl IntoIterator<Item = Endpoint>,
+) -> Vec<Endpoint> {
+    let mirrors: Vec<Endpoint> = config
+        .mirror_urls(registry)
+        .into_iter()
+        .map(|base| Endpoint::mirror(base, name.clone(), mirror_http.clone()))
+        .collect();
+    let with_direct = mirrors.is_empty() || config.mirror_fallback;
+    let mut all = mirrors;
+    if with_direct {
+        all.extend(direct);
+    }
+    all
+}
+
 /// Builds the client of one configured registry: its HTTP client (TLS), credentials and endpoints.
 fn registry_client(
     config: &Config,
     policy: &Arc<UpstreamPolicy>,
+    mirror_http: &reqwest::Client,
     registry: &RegistryConfig,
 ) -> anyhow::Result<RegistryClient> {
-    let http = http_client(config, policy, Some(registry))?;
+    let http = http_client(
+        config,
+        policy,
+        registry.scheme == Scheme::Http,
+        Some(&registry.tls),
+        &registry.name,
+    )?;
+    let name: Arc<str> = Arc::from(registry.name.as_str());
+    let direct = registry
+        .endpoint_urls()
+        .into_iter()
+        .map(|base| Endpoint::direct(base, http.clone()));
+    let endpoints = endpoints(config, Some(registry), &name, mirror_http, direct);
     let auth = match &registry.auth {
         AuthConfig::Anonymous | AuthConfig::Mode(AuthMode::None) => ClientAuth::Anonymous,
         AuthConfig::Mode(AuthMode::Passthrough) => ClientAuth::Passthrough,
         AuthConfig::Basic(basic) => ClientAuth::Basic(load_credentials(basic)?),
     };
     Ok(RegistryClient::new(
-        Arc::from(registry.name.as_str()),
-        registry.endpoint_urls(),
+        name,
+        endpoints,
         registry.scheme,
         http,
         auth,
@@ -313,14 +375,16 @@ fn load_credentials(basic: &BasicAuthConfig) -> anyhow::Result<Credentials> {
 }
 
 /// An HTTP client that resolves through the policy's guarded resolver and follows redirects only where the
-/// policy allows: https (or http when the registry is configured http), at most [`MAX_REDIRECTS`] hops, never
-/// to a refused address.
+/// policy allows: https (or http when `allow_http`: a registry or mirror configured http), at most
+/// [`MAX_REDIRECTS`] hops, never to a refused address. `tls` and `label` (what it is for, in messages) are
+/// those of a configured registry or of the mirrors.
 fn http_client(
     config: &Config,
     policy: &Arc<UpstreamPolicy>,
-    registry: Option<&RegistryConfig>,
+    allow_http: bool,
+    tls: Option<&TlsConfig>,
+    label: &str,
 ) -> anyhow::Result<reqwest::Client> {
-    let allow_http = registry.is_some_and(|r| r.scheme == Scheme::Http);
     let redirect_policy = policy.clone();
     let redirect = reqwest::redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() > MAX_REDIRECTS {
@@ -347,8 +411,7 @@ fn http_client(
         .read_timeout(config.upstream_timeout)
         .dns_resolver(policy.resolver())
         .redirect(redirect);
-    if let Some(registry) = registry {
-        let tls = &registry.tls;
+    if let Some(tls) = tls {
         if let Some(ca) = &tls.ca_file {
             let pem = std::fs::read(ca).with_context(|| format!("tls.ca_file {}", ca.display()))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
@@ -370,16 +433,13 @@ fn http_client(
                 std::fs::read(key).with_context(|| format!("tls.key_file {}", key.display()))?,
             );
             let identity = reqwest::Identity::from_pem(&pem).with_context(|| {
-                format!(
-                    "tls.cert_file/key_file of {}: not a PEM certificate and key",
-                    registry.name
-                )
+                format!("tls.cert_file/key_file of {label}: not a PEM certificate and key")
             })?;
             builder = builder.identity(identity);
         }
         if tls.insecure_skip_verify {
             tracing::warn!(
-                registry = %registry.name,
+                upstream = %label,
                 "tls.insecure_skip_verify: the certificate of this upstream is NOT checked; anyone on the path can \
                  impersonate it (digests are still verified)"
             );

@@ -49,6 +49,19 @@ impl UpstreamPolicy {
                 }
             }
         }
+        // Mirrors are the operator's own choice, like registry endpoints.
+        let mirrors = config.mirrors.iter().chain(
+            config
+                .registries
+                .iter()
+                .flat_map(|r| r.mirrors.iter().flatten()),
+        );
+        for mirror in mirrors {
+            let url = reqwest::Url::parse(mirror)?;
+            if let Some(authority) = authority(&url) {
+                add(&authority);
+            }
+        }
         let patterns = config
             .allowed_upstreams
             .iter()

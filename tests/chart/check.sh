@@ -23,6 +23,9 @@
 #      (`ociregistry load` into a data dir with the rendered config, the dir copied, the upstream stopped, the
 #      rendered airGapped config serving the image, an uncached one answered 404), and a real containerd
 #      fetching that image with the hosts.toml the rendered configurator script wrote (?ns= in the access log).
+#      Tiered caches: a site release and a node release (values/daemonset-tiered-node.yaml, mirrors pointed at
+#      the site) chain: skopeo pulls through the node, the site sees ?ns=; with the site down the node serves
+#      what it cached and an uncached image is a 502 without any request to the upstream.
 #    In 7, the rendered config names files where the pod mounts its Secrets (/etc/ociregistry/secrets,
 #    /etc/ociregistry/tls); the test writes the rendered Secrets' keys into a temp directory and rewrites
 #    exactly those two path prefixes in the extracted config to it. Nothing else in the config is changed.
@@ -286,6 +289,10 @@ step_negative() {
   expect_rejected lint 'pruning.olderThan' --set pruning.olderThan=30 || bad=1
   expect_rejected lint 'registries.0' --set 'registries[0].name=quay.io' --set 'registries[0].auth.user=x' || bad=1
   expect_rejected lint 'registries.0' --set 'registries[0].scheme=https' || bad=1
+  expect_rejected lint 'mirrors.0' --set 'mirrors[0]=site-ociregistry:8080' || bad=1
+  expect_rejected lint 'mirrors.0' --set 'mirrors[0]=http://site-ociregistry:8080/v2' || bad=1
+  expect_rejected lint 'mirrorFallback: Invalid type' --set-string mirrorFallback=no || bad=1
+  expect_rejected lint 'config' --set 'config.mirror_fallback=false' || bad=1
   expect_rejected template 'cannot use persistence.type pvc' --set mode=daemonset --set persistence.type=pvc || bad=1
   expect_rejected template 'needs persistence.type emptyDir' --set replicaCount=3 || bad=1
   expect_rejected template 'serverTls.enabled needs serverTls.cert' --set serverTls.enabled=true || bad=1
@@ -490,6 +497,77 @@ step_serve_full_tls() {
   stop_bg serve-full
 }
 
+# Tiered caches as docs/scale-out.md sets them up: a site release (mode deployment) listing a plain docker-registry,
+# and a node release (values/daemonset-tiered-node.yaml: mirrors = the site, mirrorFallback false) whose
+# mirrors entry is pointed at the site's local address. skopeo pulls through the node; the site's access log
+# shows the node's requests with ?ns=; with the site stopped an uncached image fails at once (502), although
+# the upstream is up and the node lists it: the node never goes direct.
+step_tiered() {
+  pick_port UPT
+  pick_port SP
+  pick_port NP
+  local up="127.0.0.1:$UPT"
+  mkdir -p "$TMP/tier-up/data"
+  cat >"$TMP/tier-up/config.yml" <<CFG
+version: 0.1
+log: {level: info}
+storage: {filesystem: {rootdirectory: $TMP/tier-up/data}, delete: {enabled: true}}
+http: {addr: $up}
+CFG
+  start_bg tier-up "$TMP/logs/tier-up.log" docker-registry serve "$TMP/tier-up/config.yml"
+  wait_http "http://$up/v2/" 30 tier-up
+  build_image "$TMP/layout-tier" chart-tier 64
+  skopeo copy -q --all --preserve-digests --dest-tls-verify=false "oci:$TMP/layout-tier:v1" "docker://$up/chart/tier:v1"
+  skopeo copy -q --all --preserve-digests --dest-tls-verify=false "oci:$TMP/layout-tier:v1" "docker://$up/chart/other:v1"
+  # the site: an ordinary release listing the upstream
+  helm template site "$CHART" --namespace registry --set "registries[0].name=$up" --set "registries[0].scheme=http" \
+    >"$TMP/r/tier-site.yaml"
+  manifests config "$TMP/r/tier-site.yaml" "$TMP/tier-site-config.yaml"
+  # the node: the scenario's values; its site URL and registries for this upstream (the alias is for skopeo)
+  cat >"$TMP/tier-node-values.yaml" <<VALUES
+mirrors: [http://127.0.0.1:$SP]
+registries:
+  - name: $up
+    scheme: http
+    aliases: [upstream]
+VALUES
+  helm template node "$CHART" --namespace registry -f "$HERE/values/daemonset-tiered-node.yaml" \
+    -f "$TMP/tier-node-values.yaml" >"$TMP/r/tier-node.yaml"
+  manifests config "$TMP/r/tier-node.yaml" "$TMP/tier-node-config.yaml"
+  cat "$TMP/tier-node-config.yaml"
+  grep -x 'mirror_fallback: false' "$TMP/tier-node-config.yaml"
+  grep -x -- "- http://127.0.0.1:$SP" "$TMP/tier-node-config.yaml"
+  start_bg tier-site "$TMP/logs/tier-site.log" \
+    "$OCIREGISTRY_BIN" serve --config-file "$TMP/tier-site-config.yaml" --data-dir "$TMP/data-tier-site" --listen "127.0.0.1:$SP"
+  start_bg tier-node "$TMP/logs/tier-node.log" \
+    "$OCIREGISTRY_BIN" serve --config-file "$TMP/tier-node-config.yaml" --data-dir "$TMP/data-tier-node" --listen "127.0.0.1:$NP"
+  wait_http "http://127.0.0.1:$SP/readyz" 30 tier-site
+  wait_http "http://127.0.0.1:$NP/readyz" 30 tier-node
+  skopeo copy -q --all --src-tls-verify=false "docker://127.0.0.1:$NP/upstream/chart/tier:v1" "oci:$TMP/out-tier:v1"
+  compare_layout "$TMP/layout-tier" "$TMP/out-tier" chart-tier
+  settle_access_log
+  local n
+  n="$(grep -aF 'path=/v2/chart/tier/' "$TMP/logs/tier-site.log" | grep -acE "query=ns=127\.0\.0\.1(%3A|:)$UPT( |$)" || true)"
+  echo "site: $n requests for chart/tier with ns=$up (from the node)"
+  [[ $n -ge 4 ]] || { echo "the node's requests did not reach the site with ns=$up" >&2; return 1; }
+  stop_bg tier-site
+  local r before
+  before="$(wc -l <"$TMP/logs/tier-up.log")"
+  r="$(curl -s -o "$TMP/tier-miss.body" -w '%{http_code} %{time_total}' --max-time 10 \
+    "http://127.0.0.1:$NP/v2/chart/other/manifests/v1?ns=$up")"
+  echo "site down, uncached image: ${r% *} in ${r#* }s: $(head -c 200 "$TMP/tier-miss.body")"
+  expect_eq "${r% *}" 502 "uncached manifest with the site down (mirrorFallback false, upstream up)"
+  if tail -n "+$((before + 1))" "$TMP/logs/tier-up.log" | grep -aE '"[A-Z]+ /v2/'; then
+    echo "the node went to the upstream directly" >&2
+    return 1
+  fi
+  skopeo copy -q --all --src-tls-verify=false "docker://127.0.0.1:$NP/upstream/chart/tier:v1" "oci:$TMP/out-tier2:v1"
+  compare_layout "$TMP/layout-tier" "$TMP/out-tier2" chart-tier
+  echo "with the site down the node still serves what it cached"
+  stop_bg tier-node
+  stop_bg tier-up
+}
+
 # The pod's conditions, emulated: the server runs as 65532:65532 (runAsUser/runAsGroup, fsGroup as a
 # supplementary group) without capabilities and with no_new_privs, in a mount namespace where the root filesystem
 # is read-only (readOnlyRootFilesystem) and only the data directory is writable; the config file and the
@@ -628,6 +706,7 @@ run_step "credentials never in the ConfigMap" step_no_credentials_in_configmap
 run_step "containerd configurator script writes hosts.toml" step_configurator
 run_step "ociregistry serve accepts the default rendered config; /readyz 200" step_serve_default
 run_step "rendered config + Secret: pull through an htpasswd upstream with skopeo" step_pull_through
+run_step "tiered caches: node release (mirrors, mirrorFallback false) -> site release -> upstream; site down" step_tiered
 run_step "pod conditions: uid 65532, no capabilities, read-only root, Secret files 0440 group 65532" step_pod_conditions
 run_step "air-gapped: load on a workstation, copy the data dir, serve the airGapped config" step_air_gapped
 run_step "containerd pulls through the configurator's hosts.toml (?ns=, upstream down)" step_containerd_configured

@@ -153,6 +153,7 @@ def expect(scenario, docs):
         f.eq(volume(pod, "data")["persistentVolumeClaim"]["claimName"], pvc["metadata"]["name"], "data volume claim")
         f.eq(cfg["listen"], "0.0.0.0:8080", "listen")
         f.true("server_tls" not in cfg and "metrics" not in cfg and "registries" not in cfg, "default config extras")
+        f.true("mirrors" not in cfg and "mirror_fallback" not in cfg, "no mirror keys by default")
         f.eq(c["resources"], {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "256Mi"}}, "resources")
         f.eq(one(docs, "PodDisruptionBudget")["spec"].get("maxUnavailable"), 1, "PDB maxUnavailable")
         f.true("Secret" not in kinds, "no Secret without credentials")
@@ -265,6 +266,13 @@ def expect(scenario, docs):
         f.eq((env["SCHEME"], env["PORT"], env["SKIP_VERIFY"]), ("https", "5443", "true"), "configurator env")
         f.eq(svc["spec"]["ports"][0]["nodePort"], 30443, "nodePort")
         f.true("PodDisruptionBudget" not in kinds, "PDB disabled")
+    elif scenario == "daemonset-tiered-node":
+        f.eq(w["kind"], "DaemonSet", "kind")
+        f.eq(cfg["mirrors"], ["http://site-ociregistry.registry.svc.cluster.local:8080"], "mirrors")
+        f.eq(cfg["mirror_fallback"], False, "mirror_fallback")
+        regs = {r["name"]: r for r in cfg["registries"]}
+        f.eq(regs["registry.internal:5000"].get("mirrors"), [], "registries[].mirrors: [] (fetched directly)")
+        f.eq(regs["registry.internal:5000"].get("scheme"), "http", "scheme")
     elif scenario == "existing-secret-claim":
         f.true("Secret" not in kinds, "no Secret with existingSecret")
         f.true("PersistentVolumeClaim" not in kinds, "no PVC with existingClaim")

@@ -13,6 +13,8 @@
 #   evil     listed nginx upstreams (http and https) that redirect to loopback / the metadata
 #            address / http, or name an unlisted token realm; and traps on 127.0.0.5, 127.0.0.9
 #            and 127.0.0.1 whose access logs must stay empty
+#   tiers    containerd -> node ociregistry (mirrors: [site], mirror_fallback: false) -> site ociregistry ->
+#            its own docker-registry (tests/e2e/upstreams-tiers.sh)
 # Clients: skopeo (through an alias: skopeo cannot write host:port as a path component), real containerd
 # (`ctr images pull --hosts-dir`, hosts.toml mirror, containerd sends ?ns=HOST:PORT) and curl.
 # Everything lives in one `mktemp -d` dir that is removed on exit; every process started here is stopped by the
@@ -1184,6 +1186,9 @@ EOF
   [[ $((after - before)) -ge 3 ]] || { echo "containerd did not pull through the TLS mirror" >&2; return 1; }
 }
 
+# Tiered caches (containerd -> node ociregistry -> site ociregistry -> docker-registry): step_tier_* functions
+source "$REPO_ROOT/tests/e2e/upstreams-tiers.sh"
+
 # ---------------------------------------------------------------------------------------------------------
 # The suite
 # ---------------------------------------------------------------------------------------------------------
@@ -1221,6 +1226,11 @@ run_step "tag moved upstream: stale digest at once after TTL, new digest after r
 run_step "429 with Retry-After: cached tag served, uncached 429 + Retry-After, upstream backed off" step_429
 run_step "auth: passthrough: right credentials 200, wrong 401 (even cached), none 401" step_passthrough
 run_step "auth: passthrough: cached content not served by digest via other repositories/registries" step_passthrough_other_routes
+run_step "tiers: docker-registry <- site ociregistry <- two node ociregistries (mirrors, mirror_fallback: false) start" step_tier_setup
+run_step "tiers: containerd pulls via node1 -> site (ns= at both), one upstream GET per blob, never direct" step_tier_node1_cold
+run_step "tiers: containerd pulls via a fresh node2 -> site: served by the site, no upstream blob GET" step_tier_node2_from_site
+run_step "tiers: site down: node1 serves its cached image (tag past TTL) to a fresh containerd" step_tier_site_down_cached
+run_step "tiers: site down: an uncached image fails fast (502/503, ctr fails), node1 never goes direct" step_tier_site_down_miss
 critical_step "ociregistry serving HTTPS with client certificates required starts" step_serve_tls_start
 run_step "serving mTLS: no certificate and another CA's certificate refused at the handshake, the right one served" step_serve_mtls_handshake
 run_step "serving mTLS: skopeo without a certificate refused, with --src-cert-dir pulls, same digests" step_serve_mtls_skopeo

@@ -129,6 +129,13 @@ referenced by path (password_file, ca_file, ...) under the mounted Secret.
 {{- if $v.allowedUpstreams -}}
 {{- $_ := set $cfg "allowed_upstreams" $v.allowedUpstreams -}}
 {{- end -}}
+{{- /* tiered caches: mirror_fallback only when it matters (mirrors set, or fallback turned off) */ -}}
+{{- if $v.mirrors -}}
+{{- $_ := set $cfg "mirrors" $v.mirrors -}}
+{{- end -}}
+{{- if or $v.mirrors (not $v.mirrorFallback) -}}
+{{- $_ := set $cfg "mirror_fallback" $v.mirrorFallback -}}
+{{- end -}}
 {{- /* registries */ -}}
 {{- $regs := list -}}
 {{- range $r := $v.registries -}}
