@@ -313,16 +313,22 @@ pub enum BlobIo {
 
 impl S3Config {
     fn validate(&self) -> anyhow::Result<()> {
-        let url = reqwest::Url::parse(&self.endpoint)
-            .map_err(|e| anyhow::anyhow!("s3.endpoint: {:?} is not a URL: {e}", self.endpoint))?;
-        anyhow::ensure!(
-            matches!(url.scheme(), "http" | "https")
-                && url.host_str().is_some()
-                && url.username().is_empty()
-                && url.password().is_none(),
-            "s3.endpoint: {:?} must be http(s)://host[:port], without credentials",
-            self.endpoint
-        );
+        check_base_url("s3.endpoint", &self.endpoint)?;
+        for (key, path) in [
+            ("s3.access_key_id_file", &self.access_key_id_file),
+            ("s3.secret_access_key_file", &self.secret_access_key_file),
+            ("s3.ca_file", &self.ca_file),
+        ] {
+            if let Some(path) = path {
+                ensure_path_not_empty(key, path)?;
+            }
+        }
+        for (key, var) in [
+            ("s3.access_key_id_env", &self.access_key_id_env),
+            ("s3.secret_access_key_env", &self.secret_access_key_env),
+        ] {
+            anyhow::ensure!(!var.is_empty(), "{key}: must not be empty");
+        }
         let bucket_ok = (3..=63).contains(&self.bucket.len())
             && self
                 .bucket

@@ -143,8 +143,14 @@ fn schema_lists_exactly_the_loaders_keys_and_values() {
         expected_names("registries: [{name: a, tls: {zz_not_a_key: 1}}]"),
         "registries[].tls keys"
     );
+    assert_eq!(
+        keys(&schema["$defs"]["s3"]["properties"]),
+        expected_names("s3: {endpoint: http://a, bucket: abc, zz_not_a_key: 1}"),
+        "s3 keys"
+    );
     for object in [
         &schema,
+        &schema["$defs"]["s3"],
         &schema["$defs"]["registry"],
         &schema["$defs"]["tls"],
         &schema["$defs"]["basicAuth"],
@@ -175,6 +181,7 @@ fn schema_defaults_are_the_loaders_defaults() {
                         | "metrics"
                         | "metrics_client_networks"
                         | "otlp_endpoint"
+                        | "s3"
                 ),
                 "{key} has no default in the schema"
             ),
@@ -188,5 +195,33 @@ fn schema_defaults_are_the_loaders_defaults() {
         format!("{from_schema:?}"),
         format!("{defaults:?}"),
         "defaults in schema/config.schema.json:\n{yaml}"
+    );
+}
+
+#[test]
+fn s3_defaults_are_the_loaders_defaults() {
+    let schema = schema();
+    let s3 = &schema["$defs"]["s3"];
+    let required = strings(&s3["required"]);
+    let mut yaml = String::from("s3:\n  endpoint: http://a\n  bucket: abc\n");
+    for (key, property) in s3["properties"].as_object().unwrap() {
+        if required.contains(key) {
+            continue;
+        }
+        match &property["default"] {
+            Value::Null => assert!(
+                property.as_object().unwrap().contains_key("default"),
+                "s3.{key} has no default in the schema"
+            ),
+            Value::String(s) => yaml.push_str(&format!("  {key}: \"{s}\"\n")),
+            other => yaml.push_str(&format!("  {key}: {other}\n")),
+        }
+    }
+    let minimal = Config::from_yaml("s3: {endpoint: http://a, bucket: abc}").unwrap();
+    let from_schema = Config::from_yaml(&yaml).unwrap_or_else(|e| panic!("{e:#}\n{yaml}"));
+    assert_eq!(
+        format!("{:?}", from_schema.s3),
+        format!("{:?}", minimal.s3),
+        "defaults of s3 in schema/config.schema.json:\n{yaml}"
     );
 }

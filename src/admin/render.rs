@@ -132,9 +132,15 @@ pub fn prune_report(report: &PruneReport) -> String {
     let mut out = String::new();
     if let Some(sweep) = &report.bucket {
         out.push_str(&format!(
-            "bucket: {} replica reference sets ({}), {} digests referenced; {} {} blobs, {} manifests, {} tag records, {} freed; {} unreferenced objects younger than the grace kept\n",
+            "bucket: {} replica reference sets ({}), {} stale ones of gone replicas{}; {} digests referenced; {} {} blobs, {} manifests, {} tag records, {} freed; {} unreferenced objects younger than the grace kept\n",
             sweep.replicas.len(),
             sweep.replicas.join(", "),
+            sweep.stale_replicas.len(),
+            if sweep.stale_replicas.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", sweep.stale_replicas.join(", "))
+            },
             sweep.referenced,
             if report.dry_run { "would delete" } else { "deleted" },
             sweep.blobs_deleted,

@@ -82,7 +82,9 @@ impl Bucket {
         )
         .context("s3 secret access key")?;
         let mut client = ClientOptions::new()
-            .with_allow_http(config.endpoint.starts_with("http:"))
+            .with_allow_http(
+                reqwest::Url::parse(&config.endpoint).is_ok_and(|u| u.scheme() == "http"),
+            )
             .with_connect_timeout(Duration::from_secs(5))
             .with_timeout(config.timeout)
             .with_user_agent(
@@ -199,11 +201,12 @@ impl Bucket {
 
     /// The size of a blob in the bucket, if it is there.
     pub async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, BucketError> {
-        match self.store.head(&self.blob_key(digest)).await {
+        let result = match self.store.head(&self.blob_key(digest)).await {
             Ok(meta) => Ok(Some(meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(err) => Err(err.into()),
-        }
+        };
+        counted("blob_head", result)
     }
 
     /// A blob's bytes (all of them, or `range`), streamed, if it is there.
@@ -216,7 +219,7 @@ impl Bucket {
             range: range.map(GetRange::Bounded),
             ..Default::default()
         };
-        match self.store.get_opts(&self.blob_key(digest), options).await {
+        let result = match self.store.get_opts(&self.blob_key(digest), options).await {
             Ok(result) => {
                 let size = result.meta.size;
                 let body = result.into_stream().map_err(BucketError::from).boxed();
@@ -224,7 +227,8 @@ impl Bucket {
             }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(err) => Err(err.into()),
-        }
+        };
+        counted("blob_get", result)
     }
 
     /// Uploads a verified blob file unless the bucket has it already; whether it uploaded. One PUT for a small
@@ -238,6 +242,16 @@ impl Bucket {
         if self.blob_size(digest).await? == Some(size) {
             return Ok(false);
         }
+        let result = self.upload_blob_file(digest, file, size).await;
+        counted_write("blob_put", result).map(|()| true)
+    }
+
+    async fn upload_blob_file(
+        &self,
+        digest: &Digest,
+        file: &FsPath,
+        size: u64,
+    ) -> Result<(), BucketError> {
         let key = self.blob_key(digest);
         let io = |e: std::io::Error| {
             BucketError(object_store::Error::Generic {
@@ -252,7 +266,7 @@ impl Bucket {
             self.store
                 .put(&key, PutPayload::from(Bytes::from(body)))
                 .await?;
-            return Ok(true);
+            return Ok(());
         }
         let upload = self.store.put_multipart(&key).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
@@ -283,11 +297,15 @@ impl Bucket {
             ))));
         }
         writer.finish().await?;
-        Ok(true)
+        Ok(())
     }
 
     /// A manifest by digest, if the bucket has it.
     pub async fn manifest(&self, digest: &Digest) -> Result<Option<BucketManifest>, BucketError> {
+        counted("manifest_get", self.get_manifest(digest).await)
+    }
+
+    async fn get_manifest(&self, digest: &Digest) -> Result<Option<BucketManifest>, BucketError> {
         match self.store.get(&self.manifest_key(digest)).await {
             Ok(result) => {
                 let media_type = result
@@ -317,9 +335,11 @@ impl Bucket {
             attributes,
             ..Default::default()
         };
-        self.store
+        let result = self
+            .store
             .put_opts(&self.manifest_key(digest), PutPayload::from(body), options)
-            .await?;
+            .await;
+        counted_write("manifest_put", result)?;
         Ok(())
     }
 
@@ -330,20 +350,18 @@ impl Bucket {
         repository: &str,
         tag: &str,
     ) -> Result<Option<Digest>, BucketError> {
-        match self
-            .store
-            .get(&self.tag_key(registry, repository, tag))
-            .await
-        {
-            Ok(result) => {
-                let body = result.bytes().await?;
-                Ok(std::str::from_utf8(&body)
+        let key = self.tag_key(registry, repository, tag);
+        let result = match self.store.get(&key).await {
+            Ok(result) => match result.bytes().await {
+                Ok(body) => Ok(std::str::from_utf8(&body)
                     .ok()
-                    .and_then(|text| text.trim().parse().ok()))
-            }
+                    .and_then(|text| text.trim().parse().ok())),
+                Err(err) => Err(err.into()),
+            },
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(err) => Err(err.into()),
-        }
+        };
+        counted("tag_get", result)
     }
 
     /// Records where a tag points now.
@@ -354,12 +372,14 @@ impl Bucket {
         tag: &str,
         digest: &Digest,
     ) -> Result<(), BucketError> {
-        self.store
+        let result = self
+            .store
             .put(
                 &self.tag_key(registry, repository, tag),
                 PutPayload::from(Bytes::from(digest.to_string())),
             )
-            .await?;
+            .await;
+        counted_write("tag_put", result)?;
         Ok(())
     }
 }
@@ -369,6 +389,9 @@ impl Bucket {
 pub struct SweepReport {
     /// Replicas whose reference sets were read.
     pub replicas: Vec<String>,
+    /// Replicas whose sets were older than the grace: gone; their sets are deleted (kept on a dry run).
+    #[serde(default)]
+    pub stale_replicas: Vec<String>,
     /// Distinct digests they reference.
     pub referenced: u64,
     pub blobs_deleted: u64,
@@ -392,17 +415,20 @@ impl Bucket {
             body.push_str(digest);
             body.push('\n');
         }
-        self.store
+        let result = self
+            .store
             .put(
                 &self.refs_key(&self.replica),
                 PutPayload::from(Bytes::from(body)),
             )
-            .await?;
+            .await;
+        counted_write("refs_put", result)?;
         Ok(())
     }
 
     /// Mark and sweep: deletes blobs, manifests and tag records that no replica's published reference set
-    /// names and that are older than `grace`. Safe as long as every live replica publishes its set more often
+    /// names and that are older than `grace`; reference sets older than `grace` are of replicas that are gone,
+    /// and are deleted first. Safe as long as every live replica publishes its set more often
     /// than `grace` (a blob uploaded since a replica's last publication is younger than the grace, so it is
     /// kept until that replica has published a set that names it, or has stopped naming it). A reader racing
     /// a deletion gets a miss, never a wrong byte: it then fetches from the upstream.
@@ -414,6 +440,7 @@ impl Bucket {
             .list(Some(&self.key("replicas")))
             .try_collect()
             .await?;
+        let cutoff = chrono_cutoff(grace);
         for meta in replicas {
             let Some(name) = meta
                 .location
@@ -423,6 +450,15 @@ impl Bucket {
             else {
                 continue;
             };
+            // Not refreshed for longer than the grace (live replicas publish at least twice within it): a
+            // replica that is gone, such as a pod replaced by a rollout. Its set no longer protects anything.
+            if meta.last_modified <= cutoff {
+                if !dry_run {
+                    self.delete(&meta.location).await?;
+                }
+                report.stale_replicas.push(name);
+                continue;
+            }
             let body = self.store.get(&meta.location).await?.bytes().await?;
             let text = String::from_utf8_lossy(&body);
             referenced.extend(
@@ -433,8 +469,8 @@ impl Bucket {
             report.replicas.push(name);
         }
         report.replicas.sort();
+        report.stale_replicas.sort();
         report.referenced = referenced.len() as u64;
-        let cutoff = chrono_cutoff(grace);
         for kind in ["blobs", "manifests"] {
             let objects: Vec<_> = self.store.list(Some(&self.key(kind))).try_collect().await?;
             for meta in objects {
@@ -489,10 +525,11 @@ impl Bucket {
     }
 
     async fn delete(&self, key: &Path) -> Result<(), BucketError> {
-        match self.store.delete(key).await {
+        let result = match self.store.delete(key).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(err) => Err(err.into()),
-        }
+        };
+        counted_write("sweep_delete", result)
     }
 }
 
@@ -502,6 +539,23 @@ fn chrono_cutoff(grace: Duration) -> chrono::DateTime<chrono::Utc> {
     chrono::Utc::now()
         .checked_sub_signed(grace)
         .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+}
+
+/// Counts a lookup: found (`hit`), absent (`miss`) or failed.
+fn counted<T, E>(operation: &'static str, result: Result<Option<T>, E>) -> Result<Option<T>, E> {
+    let outcome = match &result {
+        Ok(Some(_)) => "hit",
+        Ok(None) => "miss",
+        Err(_) => "error",
+    };
+    super::telemetry::bucket(operation, outcome);
+    result
+}
+
+/// Counts a write or a deletion.
+fn counted_write<T, E>(operation: &'static str, result: Result<T, E>) -> Result<T, E> {
+    super::telemetry::bucket(operation, if result.is_ok() { "ok" } else { "error" });
+    result
 }
 
 /// A credential from a file (trailing newline dropped) or an environment variable.

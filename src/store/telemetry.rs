@@ -58,3 +58,27 @@ pub fn observe(store: &Arc<Store>) {
         })
         .build();
 }
+
+/// `ociregistry_bucket_requests_total{operation, result}`: requests to the shared bucket (scale-out mode).
+static BUCKET_REQUESTS: std::sync::LazyLock<opentelemetry::metrics::Counter<u64>> =
+    std::sync::LazyLock::new(|| {
+        crate::metrics::meter()
+            .u64_counter("ociregistry_bucket_requests")
+            .with_description(
+                "Requests to the shared bucket (scale-out mode), by operation and result (hit, miss, ok, error)",
+            )
+            .build()
+    });
+
+/// Counts one request to the shared bucket.
+pub fn bucket(operation: &'static str, result: &'static str) {
+    if crate::metrics::enabled() {
+        BUCKET_REQUESTS.add(
+            1,
+            &[
+                opentelemetry::KeyValue::new("operation", operation),
+                opentelemetry::KeyValue::new("result", result),
+            ],
+        );
+    }
+}

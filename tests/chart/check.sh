@@ -26,14 +26,19 @@
 #      Tiered caches: a site release and a node release (values/daemonset-tiered-node.yaml, mirrors pointed at
 #      the site) chain: skopeo pulls through the node, the site sees ?ns=; with the site down the node serves
 #      what it cached and an uncached image is a 502 without any request to the upstream.
+#      Scale-out on S3: values s3.* against a real 3-node Garage cluster (tests/lib/garage.sh): two replicas
+#      (own host names via unshare --uts, own data dirs) run the rendered config with the rendered S3 Secret's
+#      files; the second serves an image from the bucket with the upstream stopped; the s3.existingSecret
+#      variant's config reaches the bucket too.
 #    In 7, the rendered config names files where the pod mounts its Secrets (/etc/ociregistry/secrets,
-#    /etc/ociregistry/tls); the test writes the rendered Secrets' keys into a temp directory and rewrites
-#    exactly those two path prefixes in the extracted config to it. Nothing else in the config is changed.
+#    /etc/ociregistry/tls, /etc/ociregistry/s3); the test writes the rendered Secrets' keys into a temp directory
+#    and rewrites exactly those path prefixes in the extracted config to it. Nothing else in the config is changed.
 #
 # Installs what is missing (as root): helm via shared/tools/install-helm.sh, Debian packages prometheus
 # (promtool), docker-registry, skopeo, containerd, apache2-utils (htpasswd), jq, openssl, curl; a venv target/chart-venv
 # with kubernetes-validate and PyYAML (created only when missing). OCIREGISTRY_BIN overrides the binary
-# (default target/debug/ociregistry). CHART_KEEP=1 keeps the temp dir, CHART_VERBOSE=1 prints every step's output.
+# (default target/debug/ociregistry). Garage (the S3 step) must be installed already (scripts/install-test-deps).
+# CHART_KEEP=1 keeps the temp dir, CHART_VERBOSE=1 prints every step's output.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -308,6 +313,22 @@ step_negative() {
   expect_rejected template 'takes one of password' --set 'registries[0].name=quay.io' --set 'registries[0].auth.username=u' \
     --set 'registries[0].auth.password=p' --set 'registries[0].auth.password_env=E' || bad=1
   expect_rejected template 'metrics.port must differ' --set metrics.port=8080 || bad=1
+  # scale-out on S3
+  local s3=(--set s3.enabled=true --set s3.endpoint=http://minio:9000 --set s3.bucket=ociregistry)
+  expect_rejected lint 's3.bucket' --set s3.bucket=Bad_Bucket || bad=1
+  expect_rejected lint 's3.endpoint' --set s3.endpoint=minio:9000 || bad=1
+  expect_rejected lint 's3.endpoint' --set s3.endpoint=http://key:secret@minio:9000 || bad=1
+  expect_rejected lint 's3.prefix' --set s3.prefix=/site-a/ || bad=1
+  expect_rejected lint 'Additional property replicaId is not allowed' --set s3.replicaId=x || bad=1
+  expect_rejected lint 'config' --set config.s3.bucket=ociregistry || bad=1
+  expect_rejected template 's3.enabled needs s3.endpoint' --set s3.enabled=true --set s3.accessKeyId=a \
+    --set s3.secretAccessKey=b || bad=1
+  expect_rejected template 's3.enabled needs s3.accessKeyId and s3.secretAccessKey' "${s3[@]}" --set s3.accessKeyId=a || bad=1
+  expect_rejected template 's3.existingSecret is set' "${s3[@]}" --set s3.existingSecret=creds --set s3.secretAccessKey=b || bad=1
+  expect_rejected template 's3.ca and s3.caFile exclude each other' "${s3[@]}" --set s3.accessKeyId=a \
+    --set s3.secretAccessKey=b --set s3.ca=PEM --set s3.caFile=/x/ca.crt || bad=1
+  expect_rejected template 'needs persistence.type emptyDir' "${s3[@]}" --set s3.existingSecret=creds \
+    --set persistence.type=pvc --set replicaCount=3 || bad=1
   return $bad
 }
 
@@ -333,6 +354,21 @@ for cred in sys.argv[2:]:
 sys.exit(1 if bad else 0)
 PY
   echo "no password or private key in the ConfigMap; each is in a Secret"
+  # the bucket's credentials (values/s3-replicas.yaml) likewise
+  "$PY" - "$TMP/r/s3-replicas.yaml" 'GKchartTestAccessKeyId' 'Chart-S3-secret-access-key-5e1f' <<'PY'
+import base64, sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+cm_text = yaml.safe_dump([d for d in docs if d["kind"] == "ConfigMap"])
+secrets = "\n".join(base64.b64decode(v).decode() for d in docs if d["kind"] == "Secret" for v in d["data"].values())
+bad = False
+for cred in sys.argv[2:]:
+    if cred not in secrets:
+        print(f"'{cred}' is in no rendered Secret: the check would prove nothing"); bad = True
+    if cred in cm_text or base64.b64encode(cred.encode()).decode()[:16] in cm_text:
+        print(f"credential '{cred}' is in the rendered ConfigMap"); bad = True
+sys.exit(1 if bad else 0)
+PY
+  echo "no S3 credential in the ConfigMap; each is in the S3 Secret"
 }
 
 # --- 6. containerd configurator ----------------------------------------------------------------------------------
@@ -687,6 +723,92 @@ step_containerd_configured() {
   stop_bg serve-airgap
 }
 
+# Scale-out on S3 (values s3.*) against a real 3-node Garage cluster (tests/lib/garage.sh, started in the main
+# shell below): the config and the S3 Secret rendered from s3.accessKeyId/secretAccessKey (the mount point
+# /etc/ociregistry/s3 rewritten to a temp dir holding the Secret's keys, nothing else changed) run two replicas,
+# each with its own host name (unshare --uts, as pods have their own: replica_id is left to it) and data dir.
+# Replica A pulls an image through from a plain docker-registry and publishes it to the bucket under the prefix;
+# with the upstream stopped, replica B (empty data dir) serves the same image byte for byte: from the bucket.
+# The s3.existingSecret variant's config, given a directory with the keys access-key-id and secret-access-key,
+# reaches the bucket too ("shared bucket reachable").
+start_replica() { # NAME CONFIG PORT
+  start_bg "s3-$1" "$TMP/logs/s3-$1.log" unshare --uts sh -c 'hostname "$1" && exec "$2" serve --config-file "$3" \
+    --data-dir "$4" --listen "$5"' _ "chart-$1" "$OCIREGISTRY_BIN" "$2" "$TMP/data-s3-$1" "127.0.0.1:$3"
+  wait_http "http://127.0.0.1:$3/readyz" 30 "s3-$1"
+  grep -aF 'shared bucket reachable' "$TMP/logs/s3-$1.log" | grep -aF "replica=\"chart-$1\""
+}
+
+step_s3_garage() {
+  [[ -n "${GARAGE_S3_ENDPOINT:-}" ]] || { echo "the Garage cluster did not start" >&2; return 1; }
+  pick_port UPS
+  pick_port PA
+  pick_port PB
+  pick_port PC
+  local up="127.0.0.1:$UPS"
+  mkdir -p "$TMP/s3-up/data"
+  cat >"$TMP/s3-up/config.yml" <<CFG
+version: 0.1
+log: {level: info}
+storage: {filesystem: {rootdirectory: $TMP/s3-up/data}, delete: {enabled: true}}
+http: {addr: $up}
+CFG
+  start_bg s3-up "$TMP/logs/s3-up.log" docker-registry serve "$TMP/s3-up/config.yml"
+  wait_http "http://$up/v2/" 30 s3-up
+  build_image "$TMP/layout-s3" chart-s3 64
+  skopeo copy -q --all --preserve-digests --dest-tls-verify=false "oci:$TMP/layout-s3:v1" "docker://$up/chart/s3:v1"
+  cat >"$TMP/s3-values.yaml" <<VALUES
+replicaCount: 3
+registries:
+  - name: $up
+    scheme: http
+    aliases: [upstream]
+s3:
+  enabled: true
+  endpoint: $GARAGE_S3_ENDPOINT
+  bucket: $GARAGE_BUCKET
+  prefix: chart-test/
+  region: $GARAGE_REGION
+  accessKeyId: $GARAGE_KEY_ID
+  secretAccessKey: $GARAGE_SECRET
+VALUES
+  helm template t "$CHART" -f "$TMP/s3-values.yaml" >"$TMP/r/s3-garage.yaml"
+  manifests config "$TMP/r/s3-garage.yaml" "$TMP/s3-config.yaml"
+  if grep -qF "$GARAGE_SECRET" "$TMP/s3-config.yaml"; then echo "the secret access key is in the config" >&2; return 1; fi
+  manifests secret "$TMP/r/s3-garage.yaml" -s3 "$TMP/s3-secrets"
+  sed -i "s|/etc/ociregistry/s3/|$TMP/s3-secrets/|g" "$TMP/s3-config.yaml"
+  cat "$TMP/s3-config.yaml"
+  start_replica a "$TMP/s3-config.yaml" "$PA"
+  skopeo copy -q --all --src-tls-verify=false "docker://127.0.0.1:$PA/upstream/chart/s3:v1" "oci:$TMP/out-s3a:v1"
+  compare_layout "$TMP/layout-s3" "$TMP/out-s3a" chart-s3
+  # published under the prefix (uploads finish after the pull; wait for them)
+  local n=0
+  for _ in $(seq 1 100); do
+    n="$(garage_s3_list chart-test/blobs/ | grep -o '<Key>chart-test/blobs/sha256/' | wc -l || true)"
+    [[ $n -ge 3 ]] && break
+    sleep 0.2
+  done
+  echo "blobs in the bucket under chart-test/: $n"
+  [[ $n -ge 3 ]] || { echo "replica A did not publish the image's blobs" >&2; return 1; }
+  stop_bg s3-up
+  start_replica b "$TMP/s3-config.yaml" "$PB"
+  skopeo copy -q --all --src-tls-verify=false "docker://127.0.0.1:$PB/upstream/chart/s3:v1" "oci:$TMP/out-s3b:v1"
+  compare_layout "$TMP/layout-s3" "$TMP/out-s3b" chart-s3
+  echo "replica B served the image with the upstream stopped: from the bucket"
+  stop_bg s3-a
+  stop_bg s3-b
+  # existingSecret: the same bucket, the keys in a directory standing for that Secret
+  helm template t "$CHART" -f "$TMP/s3-values.yaml" --set s3.accessKeyId= --set s3.secretAccessKey= \
+    --set s3.existingSecret=garage-creds >"$TMP/r/s3-garage-existing.yaml"
+  if grep -q '^kind: Secret' "$TMP/r/s3-garage-existing.yaml"; then echo "a Secret rendered with s3.existingSecret" >&2; return 1; fi
+  manifests config "$TMP/r/s3-garage-existing.yaml" "$TMP/s3-existing-config.yaml"
+  mkdir -p "$TMP/s3-existing"
+  printf '%s\n' "$GARAGE_KEY_ID" >"$TMP/s3-existing/access-key-id"
+  printf '%s\n' "$GARAGE_SECRET" >"$TMP/s3-existing/secret-access-key"
+  sed -i "s|/etc/ociregistry/s3/|$TMP/s3-existing/|g" "$TMP/s3-existing-config.yaml"
+  start_replica c "$TMP/s3-existing-config.yaml" "$PC"
+  stop_bg s3-c
+}
+
 log "helm $(helm version --short), promtool $(promtool --version 2>&1 | head -1 | awk '{print $3}'), temp $TMP"
 run_step "files/ are exact copies of observability/ (rules, dashboards)" step_copies
 run_step "README.md is generated from values.yaml and values.schema.json, every value documented" step_readme
@@ -711,4 +833,9 @@ run_step "pod conditions: uid 65532, no capabilities, read-only root, Secret fil
 run_step "air-gapped: load on a workstation, copy the data dir, serve the airGapped config" step_air_gapped
 run_step "containerd pulls through the configurator's hosts.toml (?ns=, upstream down)" step_containerd_configured
 run_step "rendered full config (TLS, client auth, upstream TLS files): /readyz over HTTPS" step_serve_full_tls
+# shellcheck source=tests/lib/garage.sh
+source "$REPO_ROOT/tests/lib/garage.sh"
+garage_cluster_start "$TMP/garage" || log "the Garage cluster did not start"
+run_step "scale-out on S3: rendered config + S3 Secret, two replicas on Garage, the second serves from the bucket" step_s3_garage
+garage_cluster_stop
 finish || exit 1

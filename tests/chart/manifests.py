@@ -298,6 +298,49 @@ def expect(scenario, docs):
         f.eq(one(docs, "PodDisruptionBudget")["spec"].get("minAvailable"), 1, "PDB minAvailable")
         f.true("maxUnavailable" not in one(docs, "PodDisruptionBudget")["spec"], "PDB: one of min/max")
         f.eq(svc["spec"]["ports"][0]["port"], 80, "Service port")
+    elif scenario in ("s3-replicas", "s3-existing-secret"):
+        s3 = cfg.get("s3") or {}
+        mounts = {m["name"]: m for m in c["volumeMounts"]}
+        f.eq(mounts.get("s3-credentials", {}).get("mountPath"), "/etc/ociregistry/s3", "S3 Secret mount")
+        f.eq(mounts.get("s3-credentials", {}).get("readOnly"), True, "S3 Secret mount read-only")
+        f.eq(s3.get("access_key_id_file"), "/etc/ociregistry/s3/access-key-id", "s3.access_key_id_file")
+        f.eq(s3.get("secret_access_key_file"), "/etc/ociregistry/s3/secret-access-key", "s3.secret_access_key_file")
+        f.true("replica_id" not in s3, "s3.replica_id left to the host name (the pod's name)")
+        f.true(not any(k in s3 for k in ("access_key_id", "secret_access_key")), "no inline credentials")
+        vol = (volume(pod, "s3-credentials") or {}).get("secret", {})
+        f.eq(vol.get("defaultMode"), 0o440, "S3 Secret defaultMode")
+        secrets = [d for d in docs if d["kind"] == "Secret"]
+        if scenario == "s3-replicas":
+            f.eq(s3, {"endpoint": "https://s3.storage.example.com:9000", "bucket": "ociregistry-cache",
+                      "prefix": "site-a/", "region": "garage", "path_style": False, "local_tier": False,
+                      "refs_interval": "2m", "timeout": "1m",
+                      "access_key_id_file": "/etc/ociregistry/s3/access-key-id",
+                      "secret_access_key_file": "/etc/ociregistry/s3/secret-access-key",
+                      "ca_file": "/etc/ociregistry/s3/ca.crt"}, "s3 config")
+            sec = one(docs, "Secret", "-s3")
+            f.eq(sec["metadata"]["name"], "t-ociregistry-s3", "S3 Secret name")
+            f.eq(sorted(sec["data"]), ["access-key-id", "ca.crt", "secret-access-key"], "S3 Secret keys")
+            f.eq(base64.b64decode(sec["data"]["access-key-id"]).decode(), "GKchartTestAccessKeyId", "access-key-id")
+            f.eq(base64.b64decode(sec["data"]["secret-access-key"]).decode(), "Chart-S3-secret-access-key-5e1f",
+                 "secret-access-key")
+            f.eq(vol.get("secretName"), "t-ociregistry-s3", "S3 Secret volume")
+            f.true("checksum/s3-secret" in w["spec"]["template"]["metadata"]["annotations"], "checksum/s3-secret")
+            f.eq(w["kind"], "Deployment", "kind")
+            f.eq(w["spec"]["replicas"], 3, "replicas")
+            f.true("strategy" not in w["spec"], "rolling update (emptyDir per pod)")
+            f.eq(volume(pod, "data").get("emptyDir"), {}, "emptyDir by default with s3.enabled")
+            f.true("PersistentVolumeClaim" not in kinds, "no PVC with s3.enabled")
+            f.eq(len(secrets), 1, "only the S3 Secret")
+        else:
+            f.eq(secrets, [], "no Secret with s3.existingSecret")
+            f.eq(vol.get("secretName"), "minio-ociregistry", "existingSecret volume")
+            f.eq(s3.get("ca_file"), "/etc/ociregistry/s3/ca.crt", "s3.ca_file from caFile")
+            f.eq((s3.get("region"), s3.get("path_style"), s3.get("local_tier"), s3.get("refs_interval"), s3.get("timeout")),
+                 ("us-east-1", True, True, "5m", "30s"), "s3 defaults")
+            f.true("prefix" not in s3, "empty prefix left out")
+            f.true("checksum/s3-secret" not in w["spec"]["template"]["metadata"]["annotations"], "no checksum without data")
+            f.eq(w["spec"]["replicas"], 1, "replicas")
+            f.eq(volume(pod, "data")["persistentVolumeClaim"]["claimName"], "t-ociregistry", "explicit pvc")
     elif scenario == "pvc-nostorageclass":
         pvc = one(docs, "PersistentVolumeClaim")
         f.eq(pvc["spec"]["storageClassName"], "", "storageClassName \"-\" -> \"\"")

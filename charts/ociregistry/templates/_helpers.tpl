@@ -55,6 +55,7 @@ app.kubernetes.io/part-of: ociregistry
 {{- define "ociregistry.dataDir" -}}/var/lib/ociregistry{{- end -}}
 {{- define "ociregistry.secretsDir" -}}/etc/ociregistry/secrets{{- end -}}
 {{- define "ociregistry.tlsDir" -}}/etc/ociregistry/tls{{- end -}}
+{{- define "ociregistry.s3Dir" -}}/etc/ociregistry/s3{{- end -}}
 
 {{/* The persistence type in force: the mode's default when persistence.type is empty. */}}
 {{- define "ociregistry.persistenceType" -}}
@@ -62,6 +63,8 @@ app.kubernetes.io/part-of: ociregistry
 {{- .Values.persistence.type -}}
 {{- else if eq .Values.mode "daemonset" -}}
 hostPath
+{{- else if .Values.s3.enabled -}}
+emptyDir
 {{- else -}}
 pvc
 {{- end -}}
@@ -80,6 +83,24 @@ pvc
 {{/* Name of the server TLS Secret: serverTls.secretName, or the chart's own. */}}
 {{- define "ociregistry.tlsSecretName" -}}
 {{- default (printf "%s-tls" (include "ociregistry.fullname" .)) .Values.serverTls.secretName -}}
+{{- end -}}
+
+{{/* Name of the Secret with the bucket's credentials: s3.existingSecret, or the chart's own. */}}
+{{- define "ociregistry.s3SecretName" -}}
+{{- default (printf "%s-s3" (include "ociregistry.fullname" .)) .Values.s3.existingSecret -}}
+{{- end -}}
+
+{{/*
+Data of the chart's S3 Secret as YAML (key: base64 value): access-key-id, secret-access-key and, with s3.ca,
+ca.crt. Empty unless s3.enabled without s3.existingSecret.
+*/}}
+{{- define "ociregistry.s3SecretData" -}}
+{{- $s := .Values.s3 -}}
+{{- if and $s.enabled (not $s.existingSecret) -}}
+{{- $data := dict "access-key-id" ($s.accessKeyId | toString | b64enc) "secret-access-key" ($s.secretAccessKey | toString | b64enc) -}}
+{{- if $s.ca }}{{ $_ := set $data "ca.crt" ($s.ca | b64enc) }}{{ end -}}
+{{- toYaml $data -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
@@ -218,6 +239,18 @@ referenced by path (password_file, ca_file, ...) under the mounted Secret.
 {{- $_ := set $cfg "max_cache_bytes" $v.maxCacheBytes -}}
 {{- end -}}
 {{- $_ := set $cfg "min_free_bytes" $v.minFreeBytes -}}
+{{- /* scale-out: the shared bucket; credentials as files of the mounted S3 Secret, replica_id left to the
+host name (a pod's host name is its name) */ -}}
+{{- if $v.s3.enabled -}}
+{{- $s := $v.s3 -}}
+{{- $s3Dir := include "ociregistry.s3Dir" . -}}
+{{- $o := dict "endpoint" $s.endpoint "bucket" $s.bucket "region" $s.region "path_style" $s.pathStyle "local_tier" $s.localTier "refs_interval" $s.refsInterval "timeout" $s.timeout -}}
+{{- if $s.prefix }}{{ $_ := set $o "prefix" $s.prefix }}{{ end -}}
+{{- $_ := set $o "access_key_id_file" (printf "%s/access-key-id" $s3Dir) -}}
+{{- $_ := set $o "secret_access_key_file" (printf "%s/secret-access-key" $s3Dir) -}}
+{{- if $s.ca }}{{ $_ := set $o "ca_file" (printf "%s/ca.crt" $s3Dir) }}{{ else if $s.caFile }}{{ $_ := set $o "ca_file" $s.caFile }}{{ end -}}
+{{- $_ := set $cfg "s3" $o -}}
+{{- end -}}
 {{- $cfg = mergeOverwrite $cfg (deepCopy $v.config) -}}
 {{- toYaml $cfg -}}
 {{- end -}}

@@ -28,6 +28,9 @@ metadata:
     {{- if include "ociregistry.secretData" . }}
     checksum/secret: {{ include "ociregistry.secretData" . | sha256sum }}
     {{- end }}
+    {{- if include "ociregistry.s3SecretData" . }}
+    checksum/s3-secret: {{ include "ociregistry.s3SecretData" . | sha256sum }}
+    {{- end }}
     {{- with .Values.podAnnotations }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -225,6 +228,11 @@ spec:
           mountPath: {{ include "ociregistry.tlsDir" . }}
           readOnly: true
         {{- end }}
+        {{- if .Values.s3.enabled }}
+        - name: s3-credentials
+          mountPath: {{ include "ociregistry.s3Dir" . }}
+          readOnly: true
+        {{- end }}
         {{- with .Values.extraVolumeMounts }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -259,6 +267,13 @@ spec:
     - name: server-tls
       secret:
         secretName: {{ include "ociregistry.tlsSecretName" . }}
+        defaultMode: 0440
+    {{- end }}
+    {{- if .Values.s3.enabled }}
+    # The bucket's credentials (and CA) as files: the config names them (access_key_id_file, ...), never the values.
+    - name: s3-credentials
+      secret:
+        secretName: {{ include "ociregistry.s3SecretName" . }}
         defaultMode: 0440
     {{- end }}
     {{- if $configurator }}

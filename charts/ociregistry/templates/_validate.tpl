@@ -14,6 +14,23 @@
 {{- if and .Values.containerdConfigurator.enabled (not $daemon) -}}
 {{- fail "containerdConfigurator works in mode daemonset only (it points each node at its own pod); in mode deployment write hosts.toml as docs/kubernetes.md shows" -}}
 {{- end -}}
+{{- with .Values.s3 -}}
+{{- if .enabled -}}
+{{- if or (not .endpoint) (not .bucket) -}}
+{{- fail "s3.enabled needs s3.endpoint (http(s)://host[:port]) and s3.bucket" -}}
+{{- end -}}
+{{- if .existingSecret -}}
+{{- if or .accessKeyId .secretAccessKey .ca -}}
+{{- fail (printf "s3.existingSecret is set (%s): leave s3.accessKeyId, s3.secretAccessKey and s3.ca out (put them into that Secret as access-key-id, secret-access-key, and ca.crt with s3.caFile /etc/ociregistry/s3/ca.crt)" .existingSecret) -}}
+{{- end -}}
+{{- else if or (not .accessKeyId) (not .secretAccessKey) -}}
+{{- fail "s3.enabled needs s3.accessKeyId and s3.secretAccessKey, or s3.existingSecret (a Secret with the keys access-key-id and secret-access-key)" -}}
+{{- end -}}
+{{- if and .ca .caFile -}}
+{{- fail "s3.ca and s3.caFile exclude each other" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- if and .Values.observability.enabled (not .Values.metrics.port) -}}
 {{- fail "observability.enabled needs metrics.port (the ServiceMonitor scrapes it)" -}}
 {{- end -}}
