@@ -331,10 +331,12 @@ fn echo_lines(
         let raw = String::from_utf8_lossy(&buf);
         let line = strip_ansi(raw.trim_end_matches(['\n', '\r']));
         eprintln!("[{tag}] {line}");
-        if let Some(addr) = tx.as_ref().and_then(|_| parse_listening(&line)) {
+        let listening = tx.as_ref().and_then(|_| parse_listening(&line));
+        // Recorded before the address is handed over: a test that saw the server start sees its line too.
+        logs.lock().unwrap().push(line);
+        if let Some(addr) = listening {
             let _ = tx.take().unwrap().send(addr);
         }
-        logs.lock().unwrap().push(line);
     }
 }
 
