@@ -7,6 +7,17 @@ import os
 import statistics
 
 SERVERS = ["ociregistry", "proxy", "nginx"]
+# Scenarios whose columns are setups of ociregistry, not the three servers: their own table each (results.md) and
+# their own CSV (results-scaleout.csv). (columns, ratio header or None)
+GROUP_SETUPS = {
+    "s": (["filesystem", "s3+local", "s3-only", "direct"], "vs filesystem", ["s3+local", "s3-only"]),
+    "p": (["one", "replicas", "tiers"], None, []),
+}
+GROUP_TITLES = {
+    "s": "Scenario s: S3 store against the filesystem store (ociregistry three ways; Garage, 3 nodes on loopback; "
+         "direct: no cache, (a)/(c) straight from Garage, (b) straight from the upstream)",
+    "p": "Scenario p: pull storm (one cache, two replicas sharing the Garage bucket, two nodes in front of one site)",
+}
 
 
 def fmt(v, unit=""):
@@ -48,6 +59,8 @@ def main():
             if len(parts) >= 5:
                 rows.append(dict(key=parts[0], group=parts[1], label=parts[2], unit=parts[3], better=parts[4]))
     rows.sort(key=lambda r: r["group"])  # stable: a, b, c, d, e, f in declaration order
+    setup_rows = [r for r in rows if r["group"] in GROUP_SETUPS]
+    rows = [r for r in rows if r["group"] not in GROUP_SETUPS]
     raw = {}
     runs = []
     with open(a.raw) as f:
@@ -85,6 +98,16 @@ def main():
                         "" if n is None else round(n, 4),
                         "" if ratio(o, n) is None else round(ratio(o, n), 4),
                         "" if ratio(o, p) is None else round(ratio(o, p), 4), nruns])
+    if setup_rows:
+        with open(os.path.join(a.out, "results-scaleout.csv"), "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["key", "group", "scenario", "unit", "better", "setup", "median", "runs"])
+            for r in setup_rows:
+                for srv in GROUP_SETUPS[r["group"]][0]:
+                    xs = raw.get((r["key"], srv), [])
+                    m = med.get((r["key"], srv))
+                    w.writerow([r["key"], r["group"], r["label"], r["unit"], r["better"], srv,
+                                "" if m is None else round(m, 4), len(xs)])
     with open(os.path.join(a.out, "runs.csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["key", "server", "run", "value"])
@@ -102,7 +125,7 @@ def main():
     for k, label in [("nproc", "nproc"), ("cpu", "CPU"), ("mem", "memory"), ("kernel", "kernel"),
                      ("load_start", "load average at start"), ("cpu_busy_before", "CPU use before start"), ("load_end", "load average at end"),
                      ("ociregistry", "ociregistry"), ("docker-registry", "docker-registry"), ("nginx", "nginx"),
-                     ("wrk", "wrk"), ("ab", "ab"), ("skopeo", "skopeo"), ("curl", "curl"), ("openssl", "openssl"),
+                     ("wrk", "wrk"), ("ab", "ab"), ("skopeo", "skopeo"), ("curl", "curl"), ("openssl", "openssl"), ("garage", "garage"),
                      ("python", "python"),
                      ("params", "parameters")]:
         if k in machine:
@@ -117,8 +140,9 @@ def main():
              "Transfer/sec (response bytes incl. headers, 2^20 B). Rows t: over TLS, ociregistry (rustls) against "
              "nginx with `ssl` (OpenSSL), wrk over https (no certificate check, HTTP/1.1); no proxy column.")
     L.append("")
-    L.append("| scenario | ociregistry | distribution proxy | nginx | ratio vs nginx | ratio vs proxy |")
-    L.append("| --- | ---: | ---: | ---: | ---: | ---: |")
+    if rows:
+        L.append("| scenario | ociregistry | distribution proxy | nginx | ratio vs nginx | ratio vs proxy |")
+        L.append("| --- | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         o, p, n = (med.get((r["key"], s)) for s in SERVERS)
         rn, rp = ratio(o, n), ratio(o, p)
@@ -126,6 +150,29 @@ def main():
         u = r["unit"]
         L.append(f"| {label} | {fmt(o, u)} | {fmt(p, u)} | {fmt(n, u)} | "
                  f"{'–' if rn is None else fmt(rn) + '×'} | {'–' if rp is None else fmt(rp) + '×'} |")
+    for g, (cols, rhead, rcols) in GROUP_SETUPS.items():
+        grows = [r for r in setup_rows if r["group"] == g]
+        if not grows:
+            continue
+        L.append("")
+        L.append(f"### {GROUP_TITLES[g]}")
+        L.append("")
+        hdr = "| scenario | " + " | ".join(cols) + " |"
+        sep = "| --- |" + " ---: |" * len(cols)
+        if rhead:
+            hdr += "".join(f" {c} {rhead} |" for c in rcols)
+            sep += " ---: |" * len(rcols)
+        L.append(hdr)
+        L.append(sep)
+        for r in grows:
+            ms = [med.get((r["key"], c)) for c in cols]
+            label = f"{r['label']} ({r['unit']}{' ' + arrow[r['better']] if r['better'] in arrow else ''})"
+            cells = [fmt(m, r["unit"]) for m in ms]
+            if rhead:
+                for c in rcols:
+                    q = ratio(med.get((r["key"], c)), ms[0])
+                    cells.append("–" if q is None else fmt(q) + "×")
+            L.append(f"| {label} | " + " | ".join(cells) + " |")
     if notes:
         L.append("")
         L.append("Notes:")

@@ -8,7 +8,9 @@
 # Scenarios (see README.md beside this file): a) warm manifests, b) warm blobs, c) cold pull, d) 50 concurrent
 # cold readers of one blob, e) RSS, f) startup time with a big index, t) warm manifest and 64 MiB blob GETs over
 # TLS against nginx with TLS (throwaway CA and certificate for 127.0.0.1 made with openssl), o) the cost of the
-# access log and metrics (ociregistry against itself with both off).
+# access log and metrics (ociregistry against itself with both off). Opt-in (need garage; not in the default list):
+# s) S3 store vs filesystem (warm 64 MiB GETs, cold pull, bucket-warm pull), p) pull storm of STORM_CLIENTS clients
+# through one cache, two replicas sharing a Garage bucket, and a node -> site chain.
 #
 # Output: benches/load/out/results.md (also printed), results.csv, runs.csv (every single run), results.png.
 #
@@ -23,10 +25,14 @@
 #   FULL=1               scenario f with 100,000 manifests in the index instead of STARTUP_MANIFESTS [20000]
 #   STARTUP_RUNS [5]     restarts measured in scenario f
 #   CONNS_O [16]         connections for scenario o;  RUNS_O [2*RUNS] runs (each measures all four instances in turn)
-#   SCENARIOS ["a b c d e f t o"]  subset to run (for development)
+#   SCENARIOS ["a b c d e f t o"]  subset to run; `s` and `p` are opt-in (SCENARIOS="s p"): they start a 3-node
+#                        Garage cluster (tests/lib/garage.sh) and are skipped with a note when garage is missing
+#   CONNS_S ["1 4"]      connection counts for scenario s's warm 64 MiB GETs
+#   STORM_CLIENTS [50]   concurrent pulling clients in scenario p;  STORM_RUNS [RUNS] storms per setup
 #   BUILD [1]            0 = do not run `cargo build --release` (use the existing target/release/ociregistry)
 #   OCIREGISTRY_BIN      binary to measure (default <repo>/target/release/ociregistry)
 #   OUT [benches/load/out]  output directory;  KEEP=1 keeps the temp dir (logs) for debugging
+#   TMPDIR [/tmp]        where the temp dir is made (all data dirs, the upstream's and Garage's storage)
 #   NO_PLOT=1            skip the PNG
 #   BLOB_IO [mmap]       ociregistry's `blob_io` (mmap or buffered), to compare the two ways of reading blobs
 set -euo pipefail
@@ -34,6 +40,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$HERE/../.." && pwd)"
 source "$REPO_ROOT/tests/lib/harness.sh"
+source "$REPO_ROOT/tests/lib/garage.sh"   # scenarios s and p (functions only; nothing starts until they run)
 HARNESS_PORT_FATAL=1   # pick_port dies (through die) instead of returning 1
 OUT="${OUT:-$HERE/out}"
 DURATION="${DURATION:-3}"
@@ -54,12 +61,15 @@ fi
 STARTUP_RUNS="${STARTUP_RUNS:-5}"
 CONNS_O="${CONNS_O:-16}"
 RUNS_O="${RUNS_O:-$((2 * RUNS))}"
+CONNS_S="${CONNS_S:-1 4}"
+STORM_CLIENTS="${STORM_CLIENTS:-50}"
+STORM_RUNS="${STORM_RUNS:-$RUNS}"
 SCENARIOS=" ${SCENARIOS:-a b c d e f t o} "
 BUILD="${BUILD:-1}"
 OCIREGISTRY_BIN="${OCIREGISTRY_BIN:-$REPO_ROOT/target/release/ociregistry}"
 
 [[ "$DURATION" =~ ^[0-9]+$ && "$DURATION" -ge 1 && "$DURATION" -le 600 ]] || { echo "DURATION must be 1..600 seconds" >&2; exit 2; }
-for v in RUNS RUNS_O CONNS_O COLD_RUNS THUNDER RSS_MANIFESTS STARTUP_MANIFESTS STARTUP_RUNS; do
+for v in RUNS RUNS_O CONNS_O COLD_RUNS THUNDER STORM_CLIENTS STORM_RUNS RSS_MANIFESTS STARTUP_MANIFESTS STARTUP_RUNS; do
   [[ "${!v}" =~ ^[0-9]+$ && "${!v}" -ge 1 && "${!v}" -le 200000 ]] || { echo "$v must be a number in 1..200000" >&2; exit 2; }
 done
 [[ $RSS_MANIFESTS -le $STARTUP_MANIFESTS ]] || { echo "RSS_MANIFESTS must not exceed the startup index size" >&2; exit 2; }
@@ -94,9 +104,10 @@ fi
 # ---------------------------------------------------------------------------------------------------------
 # Temp dir, process management, cleanup.
 # ---------------------------------------------------------------------------------------------------------
-TMP="$(mktemp -d /tmp/ociregistry-load.XXXXXX)"
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/ociregistry-load.XXXXXX")"   # TMPDIR=/dev/shm: everything in RAM (tmpfs)
 chmod 0755 "$TMP"   # nginx workers (an unprivileged user when started as root) must read the static files
 PIDDIR="$TMP/pids"
+GARAGE_PIDDIR="$TMP/garage-pids"   # garage.sh's start_bg files (NAME.pid/.rc/.wrapper), apart from start_proc's
 mkdir -p "$PIDDIR" "$TMP/logs" "$OUT"
 RAW="$TMP/raw.tsv"     # row_key  server  run  value
 ROWS="$TMP/rows.tsv"   # row_key  group  label  unit  better(higher|lower|none)  note
@@ -136,6 +147,10 @@ cleanup() {
   set +e
   trap - EXIT INT TERM
   local f
+  if [[ -n "${GARAGE_DIR:-}" ]]; then   # the Garage nodes of scenarios s and p
+    PIDDIR="$GARAGE_PIDDIR" garage_cluster_stop
+    PIDDIR="$GARAGE_PIDDIR" stop_all_bg
+  fi
   for f in "$PIDDIR"/*; do
     [[ -e "$f" ]] || continue
     stop_proc "$(basename "$f")"
@@ -225,7 +240,11 @@ CPU_BUSY="$(awk -v t="$((CPU_T1 - CPU_T0))" -v i="$((CPU_I1 - CPU_I0))" 'BEGIN {
   echo "curl=$(curl --version | head -n 1 | cut -d' ' -f1-2)"
   echo "python=$(python3 --version 2>&1)"
   echo "openssl=$(openssl version 2>&1 | head -n 1)"
-  echo "params=DURATION=${DURATION}s RUNS=$RUNS CONNS_A='$CONNS_A' CONNS_B='$CONNS_B' CONNS_TM='$CONNS_TM' CONNS_TB='$CONNS_TB' COLD_RUNS=$COLD_RUNS THUNDER=$THUNDER RSS_MANIFESTS=$RSS_MANIFESTS STARTUP_MANIFESTS=$STARTUP_MANIFESTS STARTUP_RUNS=$STARTUP_RUNS BLOB_IO=${BLOB_IO:-mmap}"
+  if has s || has p; then
+    g="$(_garage_bin 2>/dev/null || true)"
+    if [[ -n "$g" && -x "$g" ]]; then echo "garage=$("$g" --version 2>&1 | head -n 1)"; else echo "garage=not installed"; fi
+  fi
+  echo "params=DURATION=${DURATION}s RUNS=$RUNS CONNS_A='$CONNS_A' CONNS_B='$CONNS_B' CONNS_TM='$CONNS_TM' CONNS_TB='$CONNS_TB' COLD_RUNS=$COLD_RUNS THUNDER=$THUNDER RSS_MANIFESTS=$RSS_MANIFESTS STARTUP_MANIFESTS=$STARTUP_MANIFESTS STARTUP_RUNS=$STARTUP_RUNS BLOB_IO=${BLOB_IO:-mmap}$(if has s || has p; then echo " CONNS_S='$CONNS_S' STORM_CLIENTS=$STORM_CLIENTS STORM_RUNS=$STORM_RUNS"; fi)"
   echo "load_start=$LOAD_START"
   echo "cpu_busy_before=${CPU_BUSY}% of all CPUs busy during the 2 s before the start"
 } >"$TMP/machine.txt"
@@ -539,8 +558,8 @@ scenario_b() {
 # Scenario c: cold pull of the 3-layer image; one curl process fetches the manifest by tag, then config and layers
 # in sequence over one keep-alive connection (what a single-threaded client does). Fresh cache each run.
 # ---------------------------------------------------------------------------------------------------------
-cold_pull() { # BASE_URL RESULT_KEY_SUFFIX SERVER RUN
-  local base=$1 srv=$3 r=$4 args=() d s expect=() t0 t1 out
+cold_pull() { # BASE_URL KEY_PREFIX(c: rows c_wall, c_ttfb) SERVER RUN
+  local base=$1 k=$2 srv=$3 r=$4 args=() d s expect=() t0 t1 out
   args+=(-H "Accept: $ACCEPT_MANIFESTS" -o /dev/null "$base/v2/$REPO_COLD/manifests/$TAG")
   read -r d s <"$TMP/img-cold/config"
   args+=(-o /dev/null "$base/v2/$REPO_COLD/blobs/$d")
@@ -560,10 +579,10 @@ cold_pull() { # BASE_URL RESULT_KEY_SUFFIX SERVER RUN
     if [[ $n -ge 2 && "$size" != "${expect[$((n - 2))]}" ]]; then ok=0; fi
     last_ttfb="$ttfb"
   done <<<"$out"
-  [[ $n -eq $((${#expect[@]} + 1)) && $ok -eq 1 ]] || { note "c: cold pull from $srv run $r failed: $(tr '\n' ';' <<<"$out")"; return 0; }
-  put c_wall "$srv" "$r" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')"
-  put c_ttfb "$srv" "$r" "$(awk -v t="$last_ttfb" 'BEGIN { printf "%.2f", t * 1000 }')"
-  log "c: $srv run $r: $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }') s, TTFB of the 64 MiB layer $(awk -v t="$last_ttfb" 'BEGIN { printf "%.2f", t * 1000 }') ms"
+  [[ $n -eq $((${#expect[@]} + 1)) && $ok -eq 1 ]] || { note "$k: cold pull from $srv run $r failed: $(tr '\n' ';' <<<"$out")"; return 0; }
+  put "${k}_wall" "$srv" "$r" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')"
+  put "${k}_ttfb" "$srv" "$r" "$(awk -v t="$last_ttfb" 'BEGIN { printf "%.2f", t * 1000 }')"
+  log "$k: $srv run $r: $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }') s, TTFB of the 64 MiB layer $(awk -v t="$last_ttfb" 'BEGIN { printf "%.2f", t * 1000 }') ms"
 }
 
 scenario_c() {
@@ -893,6 +912,314 @@ scenario_t() {
 }
 
 # ---------------------------------------------------------------------------------------------------------
+# Scale-out scenarios s and p (opt-in): a real 3-node Garage cluster on loopback (tests/lib/garage.sh:
+# replication factor 3, consistent mode, every object on all three nodes), started on first use. Its nodes are
+# recorded in $GARAGE_PIDDIR (start_bg's NAME.pid/.rc/.wrapper files) and stopped by the EXIT trap.
+# ---------------------------------------------------------------------------------------------------------
+GARAGE_STATE=""   # "" = not started yet, up, missing
+garage_up() { # -> 0 when the cluster runs (starts it on first use), 1 when garage is not installed
+  [[ "$GARAGE_STATE" == up ]] && return 0
+  [[ "$GARAGE_STATE" == missing ]] && return 1
+  if ! GARAGE_BIN="$(_garage_bin 2>/dev/null)" || [[ ! -x "$GARAGE_BIN" ]]; then
+    GARAGE_STATE=missing
+    return 1
+  fi
+  mkdir -p "$GARAGE_PIDDIR"
+  log "starting a 3-node Garage cluster ($GARAGE_BIN)"
+  PIDDIR="$GARAGE_PIDDIR" garage_cluster_start "$TMP/garage" >>"$TMP/logs/garage-setup.log" 2>&1 ||
+    die "the Garage cluster did not start (see $TMP/logs/garage-setup.log and $TMP/garage/node*.log)"
+  GARAGE_STATE=up
+  log "Garage S3 endpoints: $GARAGE_S3_ENDPOINTS"
+}
+garage_missing_note() { # SCENARIO
+  note "$1: skipped: garage is not installed (scripts/install-test-deps installs it into /root/.cargo/bin; or set GARAGE_BIN)"
+}
+
+# s3_config FILE PREFIX REPLICA LOCAL_TIER [GARAGE_NODE]: the benchmark's ociregistry config plus an s3: block on
+# the cluster (the replica talks to the S3 API of GARAGE_NODE, default 1).
+s3_config() {
+  cat "$TMP/ociregistry.yaml" >"$1"
+  cat >>"$1" <<EOF
+s3:
+  endpoint: "$(garage_s3_url "${5:-1}")"
+  bucket: "$GARAGE_BUCKET"
+  prefix: "$2"
+  region: "$GARAGE_REGION"
+  path_style: true
+  access_key_id_file: "$GARAGE_DIR/key-id"
+  secret_access_key_file: "$GARAGE_DIR/secret"
+  replica_id: "$3"
+  local_tier: $4
+EOF
+}
+
+# wait_bucket KEY SECONDS: until the bucket holds KEY (publishing runs after the fill)
+wait_bucket() {
+  local i
+  for i in $(seq 1 $(($2 * 10))); do
+    [[ "$(garage_s3 HEAD "$1" -o /dev/null -w '%{http_code}' 2>/dev/null || true)" == 200 ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# img_blobs NAME: "digest size" of the config and every layer of image NAME
+img_blobs() { cat "$TMP/img-$1/config" "$TMP/img-$1/layers"; }
+
+# upstream_blob_gets REPO_RE: the upstream's GETs of blobs in repositories matching REPO_RE (an ERE), so far
+upstream_blob_gets() {
+  sleep 0.5   # the access-log line is written after the response
+  grep -acE "\"GET /v2/($1)/blobs/sha256:[0-9a-f]{64} HTTP" "$UPLOG" || true
+}
+
+# Scenario s: the same images through three setups side by side: the filesystem store (today's default), S3 with a
+# local tier (`s3: {..., local_tier: true}`) and S3 without one (`local_tier: false`: every blob byte streamed from
+# the bucket).
+S_SETUPS=(filesystem s3+local s3-only)
+# The "direct" column is the origin without a cache, as scenario c's nginx column: (a) and (c) signed GETs straight
+# from Garage (curl, one connection at a time), (b) the pull straight from the upstream docker-registry.
+s_start() { # SETUP NAME PORT DATADIR PREFIX: start ociregistry as SETUP (PREFIX: its key prefix in the bucket)
+  local cfg="$TMP/$2.yaml"
+  case $1 in
+    filesystem) cfg="$TMP/ociregistry.yaml" ;;
+    s3+local) s3_config "$cfg" "$5" "$2" true ;;
+    s3-only) s3_config "$cfg" "$5" "$2" false ;;
+  esac
+  start_oci "$2" "$3" "$4" "$cfg"
+}
+
+# s_wait_published PREFIX IMAGE [layers]: every blob of IMAGE (only its layers with `layers`: warm_check does not
+# fetch the config) is in the bucket under PREFIX (60 s at most)
+s_wait_published() {
+  local d s
+  while read -r d s; do
+    wait_bucket "$1/blobs/sha256/${d#sha256:}" 60 || return 1
+  done < <(if [[ "${3:-}" == layers ]]; then cat "$TMP/img-$2/layers"; else img_blobs "$2"; fi)
+}
+
+# s_bucket_pull PREFIX RUN: config and layers of the cold image, in sequence, straight from Garage node 1 (one curl
+# per object: signed requests); rows s_bw_wall / s_bw_ttfb, column direct.
+s_bucket_pull() {
+  local d s t0 t1 out code size ttfb ok=1
+  t0="$(now_ns)"
+  while read -r d s; do
+    out="$(garage_s3 GET "$1/blobs/sha256/${d#sha256:}" -o /dev/null -w '%{http_code} %{size_download} %{time_starttransfer}')" || out="curl-failed"
+    read -r code size ttfb <<<"$out"
+    [[ "$code" == 200 && "$size" == "$s" ]] || ok=0
+  done < <(img_blobs cold)
+  t1="$(now_ns)"
+  [[ $ok == 1 ]] || { note "s: direct pull from Garage run $2 failed (last: $out)"; return 0; }
+  put s_bw_wall direct "$2" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')"
+  put s_bw_ttfb direct "$2" "$(awk -v t="$ttfb" 'BEGIN { printf "%.2f", t * 1000 }')"
+}
+
+scenario_s() {
+  if ! garage_up; then
+    garage_missing_note s
+    return 0
+  fi
+  local setup port r c res rps p50 p99 mibps errs key big="${WARM_LAYERS[2]}" n=0 files
+  local -A SB=()
+  # (a) warm 64 MiB GETs. s3+local and s3-only share one prefix; s3-only is measured once the blob is in the
+  # bucket (it then streams every GET from there).
+  for setup in "${S_SETUPS[@]}"; do
+    n=$((n + 1))
+    pick_port port
+    s_start "$setup" "s-warm-$n" "$port" "$TMP/s-warm-$n" s-warm
+    SB[$setup]="http://127.0.0.1:$port"
+    warm_check "${SB[$setup]}"
+  done
+  s_wait_published s-warm warm layers || die "s: the warm image's blobs did not appear in the bucket within 60 s"
+  sleep 1
+  files="$(find "$TMP/s-warm-3/blobs" -type f 2>/dev/null | wc -l)"
+  [[ "$files" == 0 ]] || note "s: the s3-only replica (local_tier: false) keeps $files blob file(s) on its disk after the warm-up"
+  log "s: warm: filesystem ${SB[filesystem]}, s3+local ${SB[s3+local]}, s3-only ${SB[s3-only]}"
+  for c in $CONNS_S; do
+    key="s_warm64_c$c"
+    row "$key" s "s. (a) warm GET blob 64MiB, $c conn: throughput" "MiB/s" higher
+    for r in $(seq 1 "$RUNS"); do
+      for setup in "${S_SETUPS[@]}"; do
+        res="$(wrk_run "${SB[$setup]}/v2/$REPO_WARM/blobs/$big" "$c")"
+        read -r rps p50 p99 mibps errs <<<"$res"
+        log "s: $setup warm 64MiB c=$c run $r: $mibps MiB/s ($rps req/s), errors $errs"
+        [[ "$errs" == "0" ]] || note "s: $setup warm 64MiB c=$c run $r reported $errs errors/non-2xx responses"
+        put "$key" "$setup" "$r" "$mibps"
+      done
+    done
+  done
+  local i out sz tt i_sz i_tt
+  for r in $(seq 1 "$RUNS"); do   # 3 sequential signed GETs of the 64 MiB object straight from Garage node 1
+    sz=0 tt=0
+    for i in 1 2 3; do
+      out="$(garage_s3 GET "s-warm/blobs/sha256/${big#sha256:}" -o /dev/null -w '%{http_code} %{size_download} %{time_total}')" || out="curl-failed"
+      [[ "$out" == "200 "* ]] || { note "s: direct GET from Garage failed: $out"; continue; }
+      read -r _ i_sz i_tt <<<"$out"
+      sz=$((sz + i_sz))
+      tt="$(awk -v a="$tt" -v b="$i_tt" 'BEGIN { print a + b }')"
+    done
+    [[ $sz -gt 0 ]] || continue
+    put s_warm64_c1 direct "$r" "$(awk -v b="$sz" -v t="$tt" 'BEGIN { printf "%.2f", b / t / 1048576 }')"
+    log "s: direct from Garage 64MiB run $r: $(awk -v b="$sz" -v t="$tt" 'BEGIN { printf "%.1f", b / t / 1048576 }') MiB/s"
+  done
+  for n in 1 2 3; do stop_proc "s-warm-$n"; done
+  rm -rf "$TMP"/s-warm-?
+
+  # (b) cold pull: empty data dir, a fresh prefix (nothing in the bucket); (c) bucket-warm pull: another empty data
+  # dir on the same prefix, once the first replica published every blob (what a new replica experiences).
+  row s_cold_wall s "s. (b) cold pull (manifest + config + 4/16/64 MiB layers, sequential; empty data dir, empty bucket prefix)" "s" lower
+  row s_cold_ttfb s "s. (b) cold pull: time to first byte of the 64 MiB layer" "ms" lower
+  row s_bw_wall s "s. (c) bucket-warm pull (the same, empty data dir, every blob already in the bucket)" "s" lower
+  row s_bw_ttfb s "s. (c) bucket-warm pull: time to first byte of the 64 MiB layer" "ms" lower
+  row s_bw_upstream s "s. (c) bucket-warm pull: upstream blob GETs during it (want 0)" "count" lower
+  local pfx g0 g1
+  for r in $(seq 1 "$COLD_RUNS"); do
+    for setup in "${S_SETUPS[@]}"; do
+      if [[ $setup == filesystem ]]; then cold_pull "http://$UP" s_cold direct "$r"; fi   # the floor of (b)
+      pfx="s-cold-$r-${setup//+/}"
+      pick_port port
+      s_start "$setup" s-cold "$port" "$TMP/s-cold" "$pfx"
+      cold_pull "http://127.0.0.1:$port" s_cold "$setup" "$r"
+      if [[ $setup != filesystem ]] && ! s_wait_published "$pfx" cold; then
+        note "s: $setup run $r: the cold image's blobs did not all appear in the bucket within 60 s; no bucket-warm pull"
+        stop_proc s-cold
+        rm -rf "$TMP/s-cold"
+        continue
+      fi
+      stop_proc s-cold
+      rm -rf "$TMP/s-cold"
+      [[ $setup == filesystem ]] && continue
+      if [[ $setup == s3-only ]]; then   # the floor of (c): the same blobs straight from the bucket
+        s_bucket_pull "$pfx" "$r"
+      fi
+      g0="$(upstream_blob_gets "$REPO_COLD")"
+      pick_port port
+      s_start "$setup" s-bw "$port" "$TMP/s-bw" "$pfx"
+      cold_pull "http://127.0.0.1:$port" s_bw "$setup" "$r"
+      g1="$(upstream_blob_gets "$REPO_COLD")"
+      put s_bw_upstream "$setup" "$r" $((g1 - g0))
+      [[ $((g1 - g0)) -eq 0 ]] || note "s: $setup bucket-warm run $r: $((g1 - g0)) upstream blob GET(s)"
+      stop_proc s-bw
+      rm -rf "$TMP/s-bw"
+    done
+  done
+}
+
+# Scenario p: pull storm. STORM_CLIENTS clients (storm_pull.py: manifest by tag, then config and layers, one
+# keep-alive connection per client, each client pulls all three images) on cold caches, three setups:
+#   one      one ociregistry (filesystem store);
+#   replicas two ociregistry replicas sharing the Garage bucket (fresh prefix; each on another Garage node's S3
+#            API), clients split between them;
+#   tiers    a node -> site chain: two node caches (`mirrors: [site]`, `mirror_fallback: false`) in front of one
+#            site cache (filesystem store), clients split between the nodes.
+# Upstream bytes = the response sizes of the upstream's blob GETs (Distribution's combined-log lines carry them).
+REPO_STORM=(bench/storm1 bench/storm2 bench/storm3)
+P_SETUPS=(one replicas tiers)
+STORM_BUILT=0
+storm_images() {
+  [[ $STORM_BUILT == 1 ]] && return 0
+  log "p: building and pushing 3 images of 8 + 16 MiB layers"
+  local i
+  for i in 1 2 3; do
+    build_layout "storm$i" 8192 16384
+    push_layout "storm$i" "${REPO_STORM[$((i - 1))]}"
+  done
+  STORM_BUILT=1
+}
+
+# upstream_storm_stats FROM_LINE: "bytes gets heads distinct max_gets_per_blob" of the upstream's blob requests for
+# the storm repositories in its log after line FROM_LINE.
+upstream_storm_stats() {
+  sleep 0.5
+  tail -n +"$(($1 + 1))" "$UPLOG" | python3 -c '
+import re, sys
+rx = re.compile(r"\"(GET|HEAD) /v2/bench/storm[0-9]+/blobs/(sha256:[0-9a-f]{64}) HTTP/[0-9.]+\" ([0-9]{3}) ([0-9-]+)")
+by, gets, heads, per = 0, 0, 0, {}
+for line in sys.stdin:
+    m = rx.search(line)
+    if not m:
+        continue
+    if m.group(1) == "HEAD":
+        heads += 1
+        continue
+    gets += 1
+    per[m.group(2)] = per.get(m.group(2), 0) + 1
+    by += int(m.group(4)) if m.group(4) != "-" else 0
+print(by, gets, heads, len(per), max(per.values()) if per else 0)
+'
+}
+
+scenario_p() {
+  if ! garage_up; then
+    garage_missing_note p
+    return 0
+  fi
+  storm_images
+  local img_bytes=0 nblobs=0 d s i
+  for i in 1 2 3; do
+    while read -r d s; do
+      img_bytes=$((img_bytes + s))
+      nblobs=$((nblobs + 1))
+    done < <(img_blobs "storm$i")
+  done
+  local repos
+  repos="$(IFS=,; echo "${REPO_STORM[*]}")"
+  row p_ratio p "p. $STORM_CLIENTS clients pull 3 cold images (2 layers of 8 + 16 MiB each): upstream blob bytes ÷ image blob bytes" "ratio" lower
+  row p_gets p "p. same: upstream GETs per blob (mean over the $nblobs blobs)" "count" lower
+  row p_gets_max p "p. same: upstream GETs of the most fetched blob" "count" lower
+  row p_p50 p "p. same: time to pull one image (manifest + config + layers), per client: p50" "s" lower
+  row p_p99 p "p. same: time to pull one image, per client: p99" "s" lower
+  row p_wall p "p. same: wall time until every client has pulled all 3 images" "s" lower
+  row p_err p "p. same: failed image pulls" "count" lower
+  local r setup bases port p1 p2 p3 line0 res stats by gets heads distinct maxg
+  for r in $(seq 1 "$STORM_RUNS"); do
+    for setup in "${P_SETUPS[@]}"; do
+      pick_port p1
+      pick_port p2
+      case $setup in
+        one)
+          start_oci p-one "$p1" "$TMP/p-one"
+          bases="http://127.0.0.1:$p1"
+          ;;
+        replicas)
+          s3_config "$TMP/p-ra.yaml" "p-$r" p-ra true 1
+          s3_config "$TMP/p-rb.yaml" "p-$r" p-rb true 2
+          start_oci p-ra "$p1" "$TMP/p-ra" "$TMP/p-ra.yaml"
+          start_oci p-rb "$p2" "$TMP/p-rb" "$TMP/p-rb.yaml"
+          bases="http://127.0.0.1:$p1,http://127.0.0.1:$p2"
+          ;;
+        tiers)
+          pick_port p3
+          start_oci p-site "$p3" "$TMP/p-site"
+          cat "$TMP/ociregistry.yaml" >"$TMP/p-node.yaml"
+          printf 'mirrors: ["http://127.0.0.1:%s"]\nmirror_fallback: false\n' "$p3" >>"$TMP/p-node.yaml"
+          start_oci p-n1 "$p1" "$TMP/p-n1" "$TMP/p-node.yaml"
+          start_oci p-n2 "$p2" "$TMP/p-n2" "$TMP/p-node.yaml"
+          bases="http://127.0.0.1:$p1,http://127.0.0.1:$p2"
+          ;;
+      esac
+      line0="$(wc -l <"$UPLOG")"
+      res="$(timeout 600 python3 "$HERE/storm_pull.py" --bases "$bases" --repos "$repos" --tag "$TAG" \
+        --clients "$STORM_CLIENTS" 2>>"$TMP/logs/storm.log")" || die "p: storm_pull.py failed for $setup run $r (see $TMP/logs/storm.log)"
+      stats="$(upstream_storm_stats "$line0")"
+      read -r by gets heads distinct maxg <<<"$stats"
+      for i in p-one p-ra p-rb p-site p-n1 p-n2; do stop_proc "$i"; done
+      rm -rf "$TMP"/p-one "$TMP"/p-ra "$TMP"/p-rb "$TMP"/p-site "$TMP"/p-n1 "$TMP"/p-n2
+      put p_ratio "$setup" "$r" "$(awk -v a="$by" -v b="$img_bytes" 'BEGIN { printf "%.3f", a / b }')"
+      put p_gets "$setup" "$r" "$(awk -v a="$gets" -v b="$nblobs" 'BEGIN { printf "%.2f", a / b }')"
+      put p_gets_max "$setup" "$r" "$maxg"
+      put p_p50 "$setup" "$r" "$(jq -r '.p50_s | . * 1000 | round / 1000' <<<"$res")"
+      put p_p99 "$setup" "$r" "$(jq -r '.p99_s | . * 1000 | round / 1000' <<<"$res")"
+      put p_wall "$setup" "$r" "$(jq -r '.wall_s | . * 1000 | round / 1000' <<<"$res")"
+      put p_err "$setup" "$r" "$(jq -r .errors_total <<<"$res")"
+      [[ "$(jq -r .errors_total <<<"$res")" == 0 ]] || note "p: $setup run $r: $(jq -r .errors_total <<<"$res") failed pulls: $(jq -r '.errors[:3] | join("; ")' <<<"$res")"
+      [[ $distinct -eq $nblobs ]] || note "p: $setup run $r: the upstream served $distinct distinct blobs of $nblobs"
+      [[ $heads -eq 0 ]] || note "p: $setup run $r: $heads upstream HEADs of storm blobs"
+      log "p: $setup run $r: upstream $by B of blobs = $(awk -v a="$by" -v b="$img_bytes" 'BEGIN { printf "%.3f", a / b }') × image ($img_bytes B), $gets GETs for $nblobs blobs (max $maxg per blob), pull p50 $(jq -r '.p50_s * 1000 | round / 1000' <<<"$res") s p99 $(jq -r '.p99_s * 1000 | round / 1000' <<<"$res") s, wall $(jq -r '.wall_s * 100 | round / 100' <<<"$res") s, errors $(jq -r .errors_total <<<"$res")"
+    done
+  done
+}
+
+# ---------------------------------------------------------------------------------------------------------
 # Run
 # ---------------------------------------------------------------------------------------------------------
 T_START="$(now_ns)"
@@ -923,6 +1250,8 @@ has o && scenario_o
 has c && scenario_c
 has d && scenario_d
 if has e || has f; then scenario_ef; fi
+has s && scenario_s
+has p && scenario_p
 T_END="$(now_ns)"
 {
   echo "load_end=$(cut -d' ' -f1-3 /proc/loadavg)"

@@ -223,8 +223,10 @@ impl PullThrough {
         if let Some((file, size)) = self.open_cached_blob(digest)? {
             return Ok(Fill::Landed(file, size));
         }
-        // Refused before any traffic and before anything is created.
-        let upstream = self.upstream(&target.registry)?;
+        // Refused before any traffic and before anything is created. Without a local tier, `blob` has just
+        // asked the bucket for it.
+        let bucket_asked = self.bucket.as_ref().is_some_and(|b| !b.local_tier());
+        let upstream = self.upstream_reading_blobs(&target.registry, !bucket_asked)?;
         match self.store.blobs.free_bytes() {
             Ok(free) if free < self.min_free_bytes => {
                 return Ok(Fill::NoSpace(format!(

@@ -221,6 +221,15 @@ impl PullThrough {
     /// Where misses of `registry` are fetched from: the shared bucket first (scale-out mode, registries reached
     /// without credentials), then the registry. Checks the upstream policy first, before any traffic.
     fn upstream(&self, registry: &Arc<str>) -> Result<Arc<dyn Upstream>, RegistryError> {
+        self.upstream_reading_blobs(registry, true)
+    }
+
+    /// As [`PullThrough::upstream`]; `read_blobs: false` when the bucket was just asked for the blob already.
+    fn upstream_reading_blobs(
+        &self,
+        registry: &Arc<str>,
+        read_blobs: bool,
+    ) -> Result<Arc<dyn Upstream>, RegistryError> {
         let inner = self.upstreams.get(registry)?;
         match &self.bucket {
             Some(bucket) if !self.upstreams.is_private(registry) => {
@@ -228,6 +237,7 @@ impl PullThrough {
                     bucket: bucket.clone(),
                     inner,
                     background: self.background.clone(),
+                    read_blobs,
                 }))
             }
             _ => Ok(inner),

@@ -22,6 +22,8 @@ pub struct BucketFirst {
     pub inner: Arc<dyn Upstream>,
     /// Publishing to the bucket runs here, so that shutdown waits for it.
     pub background: tokio_util::task::TaskTracker,
+    /// Whether blobs are looked up in the bucket (not when the caller just did).
+    pub read_blobs: bool,
 }
 
 #[async_trait]
@@ -79,7 +81,7 @@ impl Upstream for BucketFirst {
     }
 
     async fn blob(&self, pull: &Pull<'_>, digest: &str) -> Result<BlobStream, RegistryError> {
-        if let Ok(parsed) = digest.parse::<Digest>() {
+        if let Some(parsed) = digest.parse::<Digest>().ok().filter(|_| self.read_blobs) {
             match self.bucket.blob(&parsed, None).await {
                 Ok(Some(found)) => {
                     tracing::debug!(%digest, size = found.size, "blob read from the shared bucket");
