@@ -188,15 +188,7 @@ pub(super) fn digest_for_tag(
     target: &Target,
     fetched: &FetchedManifest,
 ) -> Result<Digest, RegistryError> {
-    let claimed = fetched
-        .digest_header
-        .as_deref()
-        .and_then(|d| d.parse::<Digest>().ok());
-    let algorithm = claimed
-        .as_ref()
-        .map(Digest::algorithm)
-        .unwrap_or(Algorithm::Sha256);
-    let actual = Digest::of(algorithm, &fetched.body);
+    let (claimed, actual) = claimed_and_actual(fetched);
     match claimed {
         Some(claimed) if claimed != actual => {
             crate::upstream::telemetry::error(&target.registry, "manifest", "digest_mismatch");
@@ -207,6 +199,21 @@ pub(super) fn digest_for_tag(
         }
         _ => Ok(actual),
     }
+}
+
+/// The digest an upstream states for a manifest (if it parses), and the digest of its bytes, in the stated
+/// digest's algorithm (sha256 when none is stated).
+pub(super) fn claimed_and_actual(fetched: &FetchedManifest) -> (Option<Digest>, Digest) {
+    let claimed = fetched
+        .digest_header
+        .as_deref()
+        .and_then(|d| d.parse::<Digest>().ok());
+    let algorithm = claimed
+        .as_ref()
+        .map(Digest::algorithm)
+        .unwrap_or(Algorithm::Sha256);
+    let actual = Digest::of(algorithm, &fetched.body);
+    (claimed, actual)
 }
 
 /// Builds a servable manifest from upstream bytes whose digest has been checked, and what it references.

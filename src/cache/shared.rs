@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 
-use crate::digest::{Algorithm, Digest};
+use crate::digest::Digest;
 use crate::error::RegistryError;
 use crate::store::Bucket;
 use crate::upstream::{BlobStream, FetchedManifest, ManifestHead, Pull, RateLimit, Upstream};
@@ -194,21 +194,10 @@ impl BucketFirst {
     ) {
         let digest = match by_digest {
             Some(digest) => digest.clone(),
-            None => {
-                let claimed = fetched
-                    .digest_header
-                    .as_deref()
-                    .and_then(|d| d.parse::<Digest>().ok());
-                let algorithm = claimed
-                    .as_ref()
-                    .map(Digest::algorithm)
-                    .unwrap_or(Algorithm::Sha256);
-                let actual = Digest::of(algorithm, &fetched.body);
-                if claimed.is_some_and(|c| c != actual) {
-                    return;
-                }
-                actual
-            }
+            None => match super::manifests::claimed_and_actual(fetched) {
+                (Some(claimed), actual) if claimed != actual => return,
+                (_, actual) => actual,
+            },
         };
         if Digest::of(digest.algorithm(), &fetched.body) != digest {
             return;
