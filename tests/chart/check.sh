@@ -543,15 +543,7 @@ step_tiered() {
   pick_port SP
   pick_port NP
   local up="127.0.0.1:$UPT"
-  mkdir -p "$TMP/tier-up/data"
-  cat >"$TMP/tier-up/config.yml" <<CFG
-version: 0.1
-log: {level: info}
-storage: {filesystem: {rootdirectory: $TMP/tier-up/data}, delete: {enabled: true}}
-http: {addr: $up}
-CFG
-  start_bg tier-up "$TMP/logs/tier-up.log" docker-registry serve "$TMP/tier-up/config.yml"
-  wait_http "http://$up/v2/" 30 tier-up
+  start_docker_registry "$up" "$TMP/logs/tier-up.log" info tier-up
   build_image "$TMP/layout-tier" chart-tier 64
   skopeo copy -q --all --preserve-digests --dest-tls-verify=false "oci:$TMP/layout-tier:v1" "docker://$up/chart/tier:v1"
   skopeo copy -q --all --preserve-digests --dest-tls-verify=false "oci:$TMP/layout-tier:v1" "docker://$up/chart/other:v1"
@@ -745,15 +737,7 @@ step_s3_garage() {
   pick_port PB
   pick_port PC
   local up="127.0.0.1:$UPS"
-  mkdir -p "$TMP/s3-up/data"
-  cat >"$TMP/s3-up/config.yml" <<CFG
-version: 0.1
-log: {level: info}
-storage: {filesystem: {rootdirectory: $TMP/s3-up/data}, delete: {enabled: true}}
-http: {addr: $up}
-CFG
-  start_bg s3-up "$TMP/logs/s3-up.log" docker-registry serve "$TMP/s3-up/config.yml"
-  wait_http "http://$up/v2/" 30 s3-up
+  start_docker_registry "$up" "$TMP/logs/s3-up.log" info s3-up
   build_image "$TMP/layout-s3" chart-s3 64
   skopeo copy -q --all --preserve-digests --dest-tls-verify=false "oci:$TMP/layout-s3:v1" "docker://$up/chart/s3:v1"
   cat >"$TMP/s3-values.yaml" <<VALUES

@@ -294,24 +294,24 @@ HOSTS
 }
 
 # docker-registry ----------------------------------------------------------------------------------------------
-# start_docker_registry ADDR LOG LEVEL: Debian's docker-registry (Distribution 2.8) as process `upstream` on ADDR,
-# filesystem storage in $TMP/upstream/data (deletes allowed), config in $TMP/upstream/config.yml, log level
-# LEVEL, output to LOG; waits until /v2/ answers.
+# start_docker_registry ADDR LOG LEVEL [NAME]: Debian's docker-registry (Distribution 2.8) as process NAME
+# (default `upstream`) on ADDR, filesystem storage in $TMP/NAME/data (deletes allowed), config in
+# $TMP/NAME/config.yml, log level LEVEL, output to LOG; waits until /v2/ answers.
 start_docker_registry() {
-  local addr=$1 log=$2 level=$3
-  mkdir -p "$TMP/upstream/data"
-  cat >"$TMP/upstream/config.yml" <<CFG
+  local addr=$1 log=$2 level=$3 name=${4:-upstream}
+  mkdir -p "$TMP/$name/data"
+  cat >"$TMP/$name/config.yml" <<CFG
 version: 0.1
 log:
   level: $level
 storage:
   filesystem:
-    rootdirectory: $TMP/upstream/data
+    rootdirectory: $TMP/$name/data
   delete:
     enabled: true
 http:
   addr: $addr
 CFG
-  start_bg upstream "$log" docker-registry serve "$TMP/upstream/config.yml"
-  wait_http "http://$addr/v2/" 30 upstream
+  start_bg "$name" "$log" docker-registry serve "$TMP/$name/config.yml"
+  wait_http "http://$addr/v2/" 30 "$name"
 }
