@@ -12,8 +12,8 @@ use crate::metrics::tally::Tally;
 
 struct Instruments {
     /// Pulls by namespace and source (observable counters over these: counted on every request).
-    manifest_pulls: Arc<Tally<(Arc<str>, CacheStatus)>>,
-    blob_pulls: Arc<Tally<(Arc<str>, CacheStatus)>>,
+    manifest_pulls: Arc<Pulls>,
+    blob_pulls: Arc<Pulls>,
     fill_joins: Counter<u64>,
     uncached_blobs: Counter<u64>,
     stale_tags: Counter<u64>,
@@ -74,23 +74,44 @@ static INSTRUMENTS: LazyLock<Instruments> =
     }
     });
 
-/// A pulls counter: counted in a [`Tally`], exported as an observable counter.
+/// Pulls by namespace, one tally per source (so counting looks the namespace up by `&str`, cloning nothing).
+#[derive(Default)]
+struct Pulls {
+    cache: Tally<Arc<str>>,
+    upstream: Tally<Arc<str>>,
+}
+
+impl Pulls {
+    fn add(&self, registry: &Arc<str>, status: CacheStatus) {
+        let tally = match status {
+            CacheStatus::Hit => &self.cache,
+            CacheStatus::Miss => &self.upstream,
+        };
+        tally.add_borrowed(&**registry, 1, || registry.clone());
+    }
+}
+
+/// A pulls counter: counted in a [`Pulls`], exported as an observable counter.
 fn pulls(
     meter: &opentelemetry::metrics::Meter,
     name: &'static str,
     description: &'static str,
-) -> Arc<Tally<(Arc<str>, CacheStatus)>> {
-    let tally = Arc::new(Tally::default());
-    let observed = tally.clone();
+) -> Arc<Pulls> {
+    let pulls = Arc::new(Pulls::default());
+    let observed = pulls.clone();
     meter
         .u64_observable_counter(name)
         .with_description(description)
         .with_callback(move |o| {
-            observed
-                .each(|(registry, status), n| o.observe(n, &[namespace(registry), source(*status)]))
+            for (tally, status) in [
+                (&observed.cache, CacheStatus::Hit),
+                (&observed.upstream, CacheStatus::Miss),
+            ] {
+                tally.each(|registry, n| o.observe(n, &[namespace(registry), source(status)]));
+            }
         })
         .build();
-    tally
+    pulls
 }
 
 fn namespace(registry: &Arc<str>) -> KeyValue {
@@ -112,15 +133,13 @@ fn source(status: CacheStatus) -> KeyValue {
 
 pub fn manifest_pull(registry: &Arc<str>, status: CacheStatus) {
     if crate::metrics::enabled() {
-        INSTRUMENTS
-            .manifest_pulls
-            .add((registry.clone(), status), 1);
+        INSTRUMENTS.manifest_pulls.add(registry, status);
     }
 }
 
 pub fn blob_pull(registry: &Arc<str>, status: CacheStatus) {
     if crate::metrics::enabled() {
-        INSTRUMENTS.blob_pulls.add((registry.clone(), status), 1);
+        INSTRUMENTS.blob_pulls.add(registry, status);
     }
 }
 

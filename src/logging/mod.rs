@@ -38,8 +38,8 @@ pub struct LogGuard {
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        // Before `_writer` drops and flushes: the access-log thread hands over what is still queued.
-        access::drain(std::time::Duration::from_secs(1));
+        // Before `_writer` drops and flushes: the access log hands over the lines still buffered.
+        access::drain();
         // Exports the last spans (an error goes to stderr while the writer still runs).
         self.traces.take();
     }
@@ -69,7 +69,9 @@ pub fn init(
         .thread_name("ociregistry-log")
         .finish(std::io::stderr());
     let _ = DROPPED.set(writer.error_counter());
-    access::start(writer.clone(), format)?;
+    // Straight to stderr, not through `writer`: the access log's thread already batches and never blocks a
+    // request, and std's stderr lock keeps each of its batches whole against the writer thread's lines.
+    access::start(std::io::stderr(), format)?;
     let lines = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(writer)

@@ -1,49 +1,86 @@
-//! Counters for the request path: an increment is one atomic add on a cell found by a small key (no attribute
-//! set built, hashed and sorted per measurement, as an OpenTelemetry counter `add` does); the cells are reported
-//! through an OpenTelemetry observable counter at scrape time, so the exported series are the same.
+//! Counters for the request path. Each thread counts into its own small map (found through `thread_local`, so an
+//! increment takes an uncontended lock and a hash of a small key); a scrape sums the threads' maps and reports
+//! the totals through an OpenTelemetry observable counter, so the exported series are the same as a counter's.
+//!
+//! Why not an OpenTelemetry counter `add`: it builds, hashes and looks up an attribute set per measurement, and
+//! every thread adds to the same cell; a shared concurrent map (tried before: `DashMap`) still bounces its shard
+//! lock and the cell between cores on every request. Measured on the warm-manifest path, see
+//! `docs/benchmarks.md` (cost of metrics and the access log).
 
-use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash};
+use std::sync::Mutex;
 
-use dashmap::DashMap;
+use rustc_hash::FxHasher;
+use thread_local::ThreadLocal;
+
+type Cells<K> = HashMap<K, u64, BuildHasherDefault<FxHasher>>;
 
 /// Cumulative counts by key.
-pub struct Tally<K: Eq + Hash> {
-    cells: DashMap<K, AtomicU64>,
+pub struct Tally<K: Eq + Hash + Send> {
+    threads: ThreadLocal<Mutex<Cells<K>>>,
 }
 
-impl<K: Eq + Hash + Clone> Default for Tally<K> {
+impl<K: Eq + Hash + Send> Default for Tally<K> {
     fn default() -> Self {
         Tally {
-            cells: DashMap::new(),
+            threads: ThreadLocal::new(),
         }
     }
 }
 
-impl<K: Eq + Hash + Clone> Tally<K> {
+impl<K: Eq + Hash + Clone + Send> Tally<K> {
     /// Adds `n` to `key`'s count.
     pub fn add(&self, key: K, n: u64) {
-        if let Some(cell) = self.cells.get(&key) {
-            cell.fetch_add(n, Ordering::Relaxed);
-            return;
-        }
-        self.cells
-            .entry(key)
-            .or_default()
-            .fetch_add(n, Ordering::Relaxed);
+        *self.cells().entry(key).or_insert(0) += n;
     }
 
-    /// Calls `f` with every key and its count (at scrape time).
-    pub fn each(&self, mut f: impl FnMut(&K, u64)) {
-        for cell in self.cells.iter() {
-            f(cell.key(), cell.value().load(Ordering::Relaxed));
+    /// Adds `n` to the count of the key `key` borrows from, making the key with `owned` only the first time
+    /// this thread counts it (e.g. no reference count touched for an `Arc<str>` key already present).
+    pub fn add_borrowed<Q>(&self, key: &Q, n: u64, owned: impl FnOnce() -> K)
+    where
+        K: Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        let mut cells = self.cells();
+        match cells.get_mut(key) {
+            Some(count) => *count += n,
+            None => {
+                cells.insert(owned(), n);
+            }
         }
     }
+
+    /// Calls `f` with every key and its count summed over the threads (at scrape time).
+    pub fn each(&self, mut f: impl FnMut(&K, u64)) {
+        let mut total = Cells::default();
+        for cells in self.threads.iter() {
+            for (key, n) in lock(cells).iter() {
+                *total.entry(key.clone()).or_insert(0) += n;
+            }
+        }
+        for (key, n) in &total {
+            f(key, *n);
+        }
+    }
+
+    fn cells(&self) -> std::sync::MutexGuard<'_, Cells<K>> {
+        lock(self.threads.get_or_default())
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding it cannot leave a count half-written: keep counting.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn counts_by_key() {
@@ -55,5 +92,33 @@ mod tests {
         tally.each(|k, v| seen.push((*k, v)));
         seen.sort();
         assert_eq!(seen, vec![(("a", 200), 3), (("b", 404), 1)]);
+    }
+
+    #[test]
+    fn sums_over_threads_including_ones_that_ended() {
+        let tally: Arc<Tally<Arc<str>>> = Arc::new(Tally::default());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let tally = tally.clone();
+                std::thread::spawn(move || {
+                    let name: Arc<str> = "docker.io".into();
+                    for _ in 0..1000 {
+                        tally.add_borrowed("docker.io", 1, || name.clone());
+                    }
+                    tally.add("quay.io".into(), 5);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        tally.add_borrowed("docker.io", 1, || "docker.io".into());
+        let mut seen = Vec::new();
+        tally.each(|k, v| seen.push((k.to_string(), v)));
+        seen.sort();
+        assert_eq!(
+            seen,
+            vec![("docker.io".to_string(), 4001), ("quay.io".to_string(), 20)]
+        );
     }
 }

@@ -24,7 +24,7 @@ pub async fn log_request(request: Request, next: Next) -> Response {
     let span = tracing::trace_span!(
         target: "ociregistry::trace",
         "request",
-        otel.name = %format_args!("{} {}", request.method(), super::telemetry::endpoint(request.uri().path())),
+        otel.name = %format_args!("{} {}", request.method(), super::telemetry::Endpoint::of(request.uri().path()).as_str()),
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
         http.request.method = %request.method(),
@@ -62,7 +62,9 @@ async fn observe(request: Request, next: Next, id: u64) -> Response {
     }
     let start = Instant::now();
     let method = request.method().clone();
-    let uri = request.uri().clone();
+    let endpoint = super::telemetry::Endpoint::of(request.uri().path());
+    // The target is kept only for the log line.
+    let uri = logging.then(|| request.uri().clone());
     let client = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -73,7 +75,8 @@ async fn observe(request: Request, next: Next, id: u64) -> Response {
         .get::<super::errors::ErrorDetail>()
         .map(|d| d.0.code());
     set_common_headers(&mut response, id);
-    let elapsed = start.elapsed();
+    let end = Instant::now();
+    let elapsed = end - start;
     let bytes = response
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -81,7 +84,6 @@ async fn observe(request: Request, next: Next, id: u64) -> Response {
         .and_then(|v| v.parse::<u64>().ok());
     let cache_status = response.extensions().get::<CacheStatus>().copied();
     if metrics {
-        let endpoint = super::telemetry::endpoint(uri.path());
         super::telemetry::record(
             endpoint,
             &method,
@@ -94,20 +96,19 @@ async fn observe(request: Request, next: Next, id: u64) -> Response {
         }
         super::telemetry::count_client(client, cache_status);
     }
-    if !logging {
+    let Some(uri) = uri else {
         return response;
-    }
+    };
     let cache = cache_status.map_or("-", |c| c.as_str());
     let status = response.status().as_u16();
     let latency_us = elapsed.as_micros() as u64;
     if crate::logging::access::running() {
-        crate::logging::access::submit(crate::logging::access::AccessRecord {
-            at: std::time::SystemTime::now(),
+        crate::logging::access::submit(&crate::logging::access::AccessRecord {
+            at: end,
             id,
-            method,
-            target: uri
-                .path_and_query()
-                .map_or_else(|| uri.path().into(), |pq| pq.as_str().into()),
+            method: method.as_str(),
+            path: uri.path(),
+            query: uri.query().unwrap_or(""),
             status,
             bytes,
             latency_us,

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use opentelemetry::metrics::{Counter, Histogram};
+use opentelemetry::metrics::{BoundHistogram, Counter};
 use opentelemetry::KeyValue;
 
 use crate::cache::CacheStatus;
@@ -20,8 +20,10 @@ pub const SLOW_DOWNLOAD_MIN_BYTES: u64 = 1024 * 1024;
 
 struct Instruments {
     /// `ociregistry_http_requests` by endpoint kind, method and status (an observable counter over this).
-    requests: Arc<Tally<(&'static str, &'static str, u16)>>,
-    duration: Histogram<f64>,
+    requests: Arc<Tally<(Endpoint, Method, u16)>>,
+    /// `ociregistry_http_request_duration`, bound once per endpoint kind and method: a record finds its
+    /// buckets by index, not by hashing and looking up an attribute set.
+    duration: [[BoundHistogram<f64>; Method::ALL.len()]; Endpoint::ALL.len()],
     errors: Counter<u64>,
     /// `ociregistry_served_bytes` by cache hit or miss (an observable counter over this).
     served: Arc<Tally<CacheStatus>>,
@@ -90,7 +92,7 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
     let meter = crate::metrics::meter();
     Instruments {
         requests: {
-            let requests = Arc::new(Tally::default());
+            let requests: Arc<Tally<(Endpoint, Method, u16)>> = Arc::new(Tally::default());
             let observed = requests.clone();
             meter
                 .u64_observable_counter("ociregistry_http_requests")
@@ -100,8 +102,8 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
                         o.observe(
                             n,
                             &[
-                                KeyValue::new("endpoint", endpoint),
-                                KeyValue::new("method", method),
+                                KeyValue::new("endpoint", endpoint.as_str()),
+                                KeyValue::new("method", method.as_str()),
                                 KeyValue::new("status", i64::from(status)),
                             ],
                         )
@@ -110,12 +112,22 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
                 .build();
             requests
         },
-        duration: meter
-            .f64_histogram("ociregistry_http_request_duration")
-            .with_unit("s")
-            .with_description("Time to the response head, by endpoint kind and method")
-            .with_boundaries(crate::metrics::LATENCY_BUCKETS.to_vec())
-            .build(),
+        duration: {
+            let histogram = meter
+                .f64_histogram("ociregistry_http_request_duration")
+                .with_unit("s")
+                .with_description("Time to the response head, by endpoint kind and method")
+                .with_boundaries(crate::metrics::LATENCY_BUCKETS.to_vec())
+                .build();
+            Endpoint::ALL.map(|endpoint| {
+                Method::ALL.map(|method| {
+                    histogram.bind(&[
+                        KeyValue::new("endpoint", endpoint.as_str()),
+                        KeyValue::new("method", method.as_str()),
+                    ])
+                })
+            })
+        },
         errors: meter
             .u64_counter("ociregistry_http_errors")
             .with_description("API error answers, by OCI error code")
@@ -148,31 +160,111 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
     }
 });
 
-/// The kind of endpoint a path is, for labels.
-pub fn endpoint(path: &str) -> &'static str {
-    if path == "/v2" || path == "/v2/" {
-        "base"
-    } else if path.contains("/manifests/") {
-        "manifest"
-    } else if path.contains("/blobs/") {
-        "blob"
-    } else if path.contains("/referrers/") {
-        "referrers"
-    } else {
-        "other"
+/// The kind of endpoint a request is for, as the `endpoint` label says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    Base,
+    Manifest,
+    Blob,
+    Referrers,
+    Other,
+}
+
+impl Endpoint {
+    const ALL: [Endpoint; 5] = [
+        Endpoint::Base,
+        Endpoint::Manifest,
+        Endpoint::Blob,
+        Endpoint::Referrers,
+        Endpoint::Other,
+    ];
+
+    /// The kind of endpoint `path` is: the segment before the last one names it (`/v2/<name>/manifests/<ref>`),
+    /// found from the end, which is cheaper than searching the whole path for each kind.
+    pub fn of(path: &str) -> Endpoint {
+        if path == "/v2" || path == "/v2/" {
+            return Endpoint::Base;
+        }
+        let Some(rest) = path.strip_prefix("/v2/") else {
+            return Endpoint::Other;
+        };
+        let Some((before, _reference)) = rest.rsplit_once('/') else {
+            return Endpoint::Other;
+        };
+        let is = |kind: &str| {
+            before
+                .strip_suffix(kind)
+                .is_some_and(|name| name.is_empty() || name.ends_with('/'))
+        };
+        if is("manifests") {
+            Endpoint::Manifest
+        } else if is("blobs") {
+            Endpoint::Blob
+        } else if is("referrers") {
+            Endpoint::Referrers
+        } else {
+            Endpoint::Other
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Base => "base",
+            Endpoint::Manifest => "manifest",
+            Endpoint::Blob => "blob",
+            Endpoint::Referrers => "referrers",
+            Endpoint::Other => "other",
+        }
+    }
+}
+
+/// A request's method as the `method` label says it: the API is read-only, so anything else is `other`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Method {
+    Get,
+    Head,
+    Other,
+}
+
+impl Method {
+    const ALL: [Method; 3] = [Method::Get, Method::Head, Method::Other];
+
+    fn of(method: &axum::http::Method) -> Method {
+        match *method {
+            axum::http::Method::GET => Method::Get,
+            axum::http::Method::HEAD => Method::Head,
+            _ => Method::Other,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Other => "other",
+        }
     }
 }
 
 /// Counts the body bytes handed to the connection (a client that leaves early is not counted for the rest of
 /// the body, but may be for what the kernel's socket buffers still held),
 /// and records them as served when the body is dropped; a blob body sent slower than the configured rate counts
-/// as a slow download.
+/// as a slow download. A manifest body is a few KiB held in memory and goes out in the response's first write,
+/// so it is counted whole at once, without wrapping the body.
 pub fn count_served(
     response: axum::response::Response,
     cache: CacheStatus,
-    endpoint: &'static str,
+    endpoint: Endpoint,
 ) -> axum::response::Response {
     use http_body_util::BodyExt;
+    if endpoint == Endpoint::Manifest {
+        if let Some(bytes) = http_body::Body::size_hint(response.body()).exact() {
+            if bytes > 0 {
+                INSTRUMENTS.served.add(cache, bytes);
+            }
+            return response;
+        }
+    }
     struct Served {
         bytes: u64,
         cache: CacheStatus,
@@ -199,7 +291,7 @@ pub fn count_served(
     let mut served = Served {
         bytes: 0,
         cache,
-        blob: endpoint == "blob",
+        blob: endpoint == Endpoint::Blob,
         started: Instant::now(),
     };
     let body = body.map_frame(move |frame| {
@@ -230,26 +322,16 @@ pub fn count_client(client: Option<IpAddr>, cache: Option<CacheStatus>) {
 
 /// Records one answered request.
 pub fn record(
-    endpoint: &'static str,
+    endpoint: Endpoint,
     method: &axum::http::Method,
     status: u16,
     elapsed: Duration,
     error_code: Option<&'static str>,
 ) {
     let i = &*INSTRUMENTS;
-    let method = match *method {
-        axum::http::Method::GET => "GET",
-        axum::http::Method::HEAD => "HEAD",
-        _ => "other",
-    };
+    let method = Method::of(method);
     i.requests.add((endpoint, method, status), 1);
-    i.duration.record(
-        elapsed.as_secs_f64(),
-        &[
-            KeyValue::new("endpoint", endpoint),
-            KeyValue::new("method", method),
-        ],
-    );
+    i.duration[endpoint as usize][method as usize].record(elapsed.as_secs_f64());
     if let Some(code) = error_code {
         i.errors.add(1, &[KeyValue::new("code", code)]);
     }
@@ -264,6 +346,28 @@ mod tests {
             grouping,
             seen: Mutex::new(HashSet::new()),
             cap,
+        }
+    }
+
+    #[test]
+    fn endpoint_kinds() {
+        for (path, kind) in [
+            ("/v2/", Endpoint::Base),
+            ("/v2", Endpoint::Base),
+            ("/v2/library/alpine/manifests/3.20", Endpoint::Manifest),
+            (
+                "/v2/docker.io/library/alpine/manifests/sha256:ab",
+                Endpoint::Manifest,
+            ),
+            ("/v2/a/blobs/sha256:ab", Endpoint::Blob),
+            ("/v2/a/b/referrers/sha256:ab", Endpoint::Referrers),
+            ("/v2/manifests/blobs/x", Endpoint::Blob),
+            ("/v2/a/tags/list", Endpoint::Other),
+            ("/v2/_catalog", Endpoint::Other),
+            ("/v2/a/manifests/", Endpoint::Manifest),
+            ("/healthz", Endpoint::Other),
+        ] {
+            assert_eq!(Endpoint::of(path), kind, "{path}");
         }
     }
 
