@@ -801,8 +801,10 @@ warm_check() {
 # scraped once a second) and "observed" (both), measured in turn with the same load (GET manifest by digest);
 # medians of RUNS_O runs each.
 O_VARIANTS=(quiet logged measured observed)
+CLK_TCK="$(getconf CLK_TCK)"
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # PID -> user + system CPU ticks of all its threads
 scenario_o() {
-  local r srv res rps p50 p99 mibps errs scraper port mport level
+  local r srv res rps p50 p99 mibps errs scraper port mport level t0 t1 cpu_us
   local -A OB=() MPORT=()
   for srv in "${O_VARIANTS[@]}"; do
     pick_port port
@@ -825,10 +827,17 @@ scenario_o() {
     done ) &
   scraper=$!
   for r in $(seq 1 "$RUNS_O"); do
-    for srv in "${O_VARIANTS[@]}"; do
+    # A new order each round: on shared cores a fixed order would give one variant the same neighbours each time.
+    for srv in $(printf '%s\n' "${O_VARIANTS[@]}" | shuf); do
+      t0="$(cpu_ticks "$(pid_of "oci-$srv")")"
       res="$(wrk_run "${OB[$srv]}/v2/$REPO_WARM/manifests/$WARM_MANIFEST" "$CONNS_O")"
+      t1="$(cpu_ticks "$(pid_of "oci-$srv")")"
       read -r rps p50 p99 mibps errs <<<"$res"
-      log "o: $srv GET manifest c=$CONNS_O run $r: $rps req/s, p99 $p99 ms, errors $errs"
+      # Server CPU (all its threads) per request: what the load costs the server, whatever else shares the cores.
+      cpu_us="$(awk -v t="$((t1 - t0))" -v hz="$CLK_TCK" -v rps="$rps" -v d="$DURATION" \
+        'BEGIN { printf "%.2f", (rps > 0) ? t / hz * 1e6 / (rps * d) : 0 }')"
+      log "o: $srv GET manifest c=$CONNS_O run $r: $rps req/s, p99 $p99 ms, $cpu_us CPU µs/request, errors $errs"
+      put o_cpu "$srv" "$r" "$cpu_us"
       [[ "$errs" == "0" ]] || note "o: $srv run $r reported $errs errors/non-2xx responses"
       put o_rps "$srv" "$r" "$rps"
       put o_p99 "$srv" "$r" "$p99"
@@ -842,16 +851,22 @@ scenario_o() {
   note "$(python3 - "$RAW" "$CONNS_O" "$lines" "${dropped:-?}" "${O_VARIANTS[@]}" <<'PY'
 import statistics, sys
 raw, conns, lines, dropped, *variants = sys.argv[1:]
-v = {k: {"o_rps": [], "o_p99": []} for k in variants}
+v = {k: {"o_rps": [], "o_p99": [], "o_cpu": []} for k in variants}
 for line in open(raw):
     key, srv, run, val = line.rstrip("\n").split("\t")
-    if key in ("o_rps", "o_p99") and srv in v:
+    if key in ("o_rps", "o_p99", "o_cpu") and srv in v:
         v[srv][key].append(float(val))
 q = statistics.median(v["quiet"]["o_rps"])
 what = {"quiet": "access log and metrics off", "logged": "access log on", "measured": "metrics on, scraped every second",
         "observed": "access log and metrics on"}
-parts = [f"{k} ({what[k]}) {statistics.median(v[k]['o_rps']):,.0f} req/s = {statistics.median(v[k]['o_rps']) / q:.3f}, "
-         f"p99 {statistics.median(v[k]['o_p99']):.2f} ms" for k in variants]
+c = statistics.median(v["quiet"]["o_cpu"])
+# Each round measures every variant once, within seconds: the median of the per-round ratios to quiet is less
+# exposed to the machine's slow swings than the ratio of the medians.
+def paired(k):
+    return statistics.median(x / y for x, y in zip(v[k]["o_rps"], v["quiet"]["o_rps"]))
+parts = [f"{k} ({what[k]}) {statistics.median(v[k]['o_rps']):,.0f} req/s = {statistics.median(v[k]['o_rps']) / q:.3f} "
+         f"(paired {paired(k):.3f}), p99 {statistics.median(v[k]['o_p99']):.2f} ms, server CPU "
+         f"{statistics.median(v[k]['o_cpu']):.2f} µs/request = {statistics.median(v[k]['o_cpu']) / c:.3f}" for k in variants]
 print(f"o: cost of observability, GET manifest by digest, {conns} conn, {len(v['quiet']['o_rps'])} runs each, "
       f"medians (ratio to quiet): " + "; ".join(parts) + f"; observed wrote {lines} access-log lines, dropped {dropped}")
 PY
