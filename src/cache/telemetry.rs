@@ -8,7 +8,7 @@ use opentelemetry::metrics::Counter;
 use opentelemetry::{KeyValue, StringValue, Value};
 
 use super::CacheStatus;
-use crate::metrics::tally::Tally;
+use crate::metrics::tally::{Counters, Tally};
 
 struct Instruments {
     /// Pulls by namespace and source (observable counters over these: counted on every request).
@@ -18,13 +18,13 @@ struct Instruments {
     uncached_blobs: Counter<u64>,
     stale_tags: Counter<u64>,
     revalidations: Counter<u64>,
-    hot_requests: Arc<Tally<bool>>,
+    /// Hot-cache lookups: misses at 0, hits at 1.
+    hot_requests: Arc<Counters<2>>,
 }
 
-static INSTRUMENTS: LazyLock<Instruments> =
-    LazyLock::new(|| {
-        let meter = crate::metrics::meter();
-        Instruments {
+static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
+    let meter = crate::metrics::meter();
+    Instruments {
         manifest_pulls: pulls(
             &meter,
             "ociregistry_manifest_pulls",
@@ -58,21 +58,24 @@ static INSTRUMENTS: LazyLock<Instruments> =
             )
             .build(),
         hot_requests: {
-            let hot = Arc::new(Tally::default());
+            let hot: Arc<Counters<2>> = Arc::new(Counters::default());
             let observed = hot.clone();
             meter
                 .u64_observable_counter("ociregistry_hot_cache_requests")
                 .with_description("Hot-cache lookups of manifests and tags, by result")
                 .with_callback(move |o| {
-                    observed.each(|&hit, n| {
-                        o.observe(n, &[KeyValue::new("result", if hit { "hit" } else { "miss" })])
-                    })
+                    for (index, result) in [(0, "miss"), (1, "hit")] {
+                        let n = observed.sum(index);
+                        if n > 0 {
+                            o.observe(n, &[KeyValue::new("result", result)]);
+                        }
+                    }
                 })
                 .build();
             hot
         },
     }
-    });
+});
 
 /// Pulls by namespace, one tally per source (so counting looks the namespace up by `&str`, cloning nothing).
 #[derive(Default)]
@@ -173,7 +176,7 @@ pub fn revalidation(registry: &Arc<str>, result: &'static str) {
 
 pub fn hot(hit: bool) {
     if crate::metrics::enabled() {
-        INSTRUMENTS.hot_requests.add(hit, 1);
+        INSTRUMENTS.hot_requests.add(usize::from(hit), 1);
     }
 }
 

@@ -13,20 +13,20 @@ use opentelemetry::KeyValue;
 
 use crate::cache::CacheStatus;
 use crate::config::{ClientNetworks, Config};
-use crate::metrics::tally::Tally;
+use crate::metrics::tally::{Counters, Tally};
 
 /// Blob bodies smaller than this never count as slow downloads: their time is mostly latency, not throughput.
 pub const SLOW_DOWNLOAD_MIN_BYTES: u64 = 1024 * 1024;
 
 struct Instruments {
     /// `ociregistry_http_requests` by endpoint kind, method and status (an observable counter over this).
-    requests: Arc<Tally<(Endpoint, Method, u16)>>,
+    requests: Arc<Requests>,
     /// `ociregistry_http_request_duration`, bound once per endpoint kind and method: a record finds its
     /// buckets by index, not by hashing and looking up an attribute set.
     duration: [[BoundHistogram<f64>; Method::ALL.len()]; Endpoint::ALL.len()],
     errors: Counter<u64>,
     /// `ociregistry_served_bytes` by cache hit or miss (an observable counter over this).
-    served: Arc<Tally<CacheStatus>>,
+    served: Arc<Counters<2>>,
     slow_downloads: Counter<u64>,
     client_requests: Counter<u64>,
 }
@@ -92,13 +92,13 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
     let meter = crate::metrics::meter();
     Instruments {
         requests: {
-            let requests: Arc<Tally<(Endpoint, Method, u16)>> = Arc::new(Tally::default());
+            let requests = Arc::new(Requests::default());
             let observed = requests.clone();
             meter
                 .u64_observable_counter("ociregistry_http_requests")
                 .with_description("Requests to the registry API, by endpoint kind, method and status")
                 .with_callback(move |o| {
-                    observed.each(|&(endpoint, method, status), n| {
+                    observed.each(|(endpoint, method, status), n| {
                         o.observe(
                             n,
                             &[
@@ -133,14 +133,19 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
             .with_description("API error answers, by OCI error code")
             .build(),
         served: {
-            let served: Arc<Tally<CacheStatus>> = Arc::new(Tally::default());
+            let served: Arc<Counters<2>> = Arc::new(Counters::default());
             let observed = served.clone();
             meter
                 .u64_observable_counter("ociregistry_served")
                 .with_unit("By")
                 .with_description("Bytes of manifest and blob bodies answered, by cache hit or miss")
                 .with_callback(move |o| {
-                    observed.each(|cache, n| o.observe(n, &[KeyValue::new("cache", cache.as_str())]))
+                    for cache in [CacheStatus::Hit, CacheStatus::Miss] {
+                        let n = observed.sum(cache as usize);
+                        if n > 0 {
+                            o.observe(n, &[KeyValue::new("cache", cache.as_str())]);
+                        }
+                    }
                 })
                 .build();
             served
@@ -159,6 +164,47 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
             .build(),
     }
 });
+
+/// Statuses the API answers with, counted in fixed cells; any other is counted in a [`Tally`].
+const STATUSES: [u16; 17] = [
+    200, 206, 304, 307, 400, 401, 403, 404, 405, 406, 413, 416, 429, 500, 502, 503, 504,
+];
+const REQUEST_CELLS: usize = Endpoint::ALL.len() * Method::ALL.len() * STATUSES.len();
+
+/// Requests by endpoint kind, method and status.
+#[derive(Default)]
+struct Requests {
+    common: Counters<REQUEST_CELLS>,
+    other: Tally<(Endpoint, Method, u16)>,
+}
+
+impl Requests {
+    fn add(&self, endpoint: Endpoint, method: Method, status: u16) {
+        match STATUSES.iter().position(|&s| s == status) {
+            Some(slot) => self.common.add(Self::cell(endpoint, method, slot), 1),
+            None => self.other.add((endpoint, method, status), 1),
+        }
+    }
+
+    fn cell(endpoint: Endpoint, method: Method, slot: usize) -> usize {
+        (endpoint as usize * Method::ALL.len() + method as usize) * STATUSES.len() + slot
+    }
+
+    /// Calls `f` with every (endpoint, method, status) counted and its count (at scrape time).
+    fn each(&self, mut f: impl FnMut((Endpoint, Method, u16), u64)) {
+        for endpoint in Endpoint::ALL {
+            for method in Method::ALL {
+                for (slot, &status) in STATUSES.iter().enumerate() {
+                    let n = self.common.sum(Self::cell(endpoint, method, slot));
+                    if n > 0 {
+                        f((endpoint, method, status), n);
+                    }
+                }
+            }
+        }
+        self.other.each(|&key, n| f(key, n));
+    }
+}
 
 /// The kind of endpoint a request is for, as the `endpoint` label says it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -260,7 +306,7 @@ pub fn count_served(
     if endpoint == Endpoint::Manifest {
         if let Some(bytes) = http_body::Body::size_hint(response.body()).exact() {
             if bytes > 0 {
-                INSTRUMENTS.served.add(cache, bytes);
+                INSTRUMENTS.served.add(cache as usize, bytes);
             }
             return response;
         }
@@ -276,7 +322,7 @@ pub fn count_served(
             if self.bytes == 0 {
                 return;
             }
-            INSTRUMENTS.served.add(self.cache, self.bytes);
+            INSTRUMENTS.served.add(self.cache as usize, self.bytes);
             let cache = [KeyValue::new("cache", self.cache.as_str())];
             if self.blob && self.bytes >= SLOW_DOWNLOAD_MIN_BYTES {
                 let floor = SETTINGS.get().map_or(1024 * 1024, |s| s.slow_bytes_per_sec);
@@ -330,7 +376,7 @@ pub fn record(
 ) {
     let i = &*INSTRUMENTS;
     let method = Method::of(method);
-    i.requests.add((endpoint, method, status), 1);
+    i.requests.add(endpoint, method, status);
     i.duration[endpoint as usize][method as usize].record(elapsed.as_secs_f64());
     if let Some(code) = error_code {
         i.errors.add(1, &[KeyValue::new("code", code)]);
@@ -347,6 +393,25 @@ mod tests {
             seen: Mutex::new(HashSet::new()),
             cap,
         }
+    }
+
+    #[test]
+    fn requests_count_common_and_other_statuses() {
+        let requests = Requests::default();
+        requests.add(Endpoint::Manifest, Method::Get, 200);
+        requests.add(Endpoint::Manifest, Method::Get, 200);
+        requests.add(Endpoint::Blob, Method::Head, 504);
+        requests.add(Endpoint::Other, Method::Other, 418);
+        let mut seen = Vec::new();
+        requests.each(|key, n| seen.push((key, n)));
+        assert_eq!(
+            seen,
+            vec![
+                ((Endpoint::Manifest, Method::Get, 200), 2),
+                ((Endpoint::Blob, Method::Head, 504), 1),
+                ((Endpoint::Other, Method::Other, 418), 1),
+            ]
+        );
     }
 
     #[test]
