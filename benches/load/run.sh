@@ -25,6 +25,7 @@
 #   FULL=1               scenario f with 100,000 manifests in the index instead of STARTUP_MANIFESTS [20000]
 #   STARTUP_RUNS [5]     restarts measured in scenario f
 #   CONNS_O [16]         connections for scenario o;  RUNS_O [2*RUNS] runs (each measures all four instances in turn)
+#   O_PIN=1              scenario o with the servers on CPU 0 and wrk (one thread) on CPU 1
 #   SCENARIOS ["a b c d e f t o"]  subset to run; `s` and `p` are opt-in (SCENARIOS="s p"): they start a 3-node
 #                        Garage cluster (tests/lib/garage.sh) and are skipped with a note when garage is missing
 #   CONNS_S ["1 4"]      connection counts for scenario s's warm 64 MiB GETs
@@ -465,10 +466,11 @@ check_same() {
 # Both print "rps p50_ms p99_ms mibps errors".
 # ---------------------------------------------------------------------------------------------------------
 WRK_LUA="$HERE/wrk-report.lua"
-wrk_run() { # URL CONNS
+wrk_run() { # URL CONNS (WRK_CPU set: wrk runs one thread on that CPU)
   local url=$1 c=$2 t out
   t=$((c < 2 ? c : 2))
-  out="$(WRK_ACCEPT="$ACCEPT_MANIFESTS" wrk -t"$t" -c"$c" -d"${DURATION}s" --timeout 30s --latency -s "$WRK_LUA" "$url" 2>&1)" || true
+  [[ -n "${WRK_CPU:-}" ]] && t=1
+  out="$(WRK_ACCEPT="$ACCEPT_MANIFESTS" ${WRK_CPU:+taskset -c "$WRK_CPU"} wrk -t"$t" -c"$c" -d"${DURATION}s" --timeout 30s --latency -s "$WRK_LUA" "$url" 2>&1)" || true
   echo "$out" >>"$TMP/logs/wrk.log"
   awk '/^WRKRESULT/ {
       for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
@@ -815,7 +817,7 @@ scenario_o() {
       MPORT[$srv]=$mport
       extra=(--metrics "127.0.0.1:$mport")
     fi
-    start_proc "oci-$srv" "$TMP/logs/oci-$srv.log" env RUST_LOG=$level "$OCIREGISTRY_BIN" serve \
+    start_proc "oci-$srv" "$TMP/logs/oci-$srv.log" env RUST_LOG=$level ${O_PIN:+taskset -c 0} "$OCIREGISTRY_BIN" serve \
       --listen "127.0.0.1:$port" --data-dir "$TMP/oci-$srv" --config-file "$TMP/ociregistry.yaml" "${extra[@]}"
     wait_http_or_die "http://127.0.0.1:$port/v2/" "oci-$srv"
     OB[$srv]="http://127.0.0.1:$port"
@@ -826,6 +828,9 @@ scenario_o() {
       curl -s -o /dev/null "http://127.0.0.1:${MPORT[observed]}/metrics"
     done ) &
   scraper=$!
+  # O_PIN=1: every server on CPU 0 and wrk on CPU 1, so a variant's extra work shows as lost throughput of a
+  # saturated core rather than as a different share of two cores with wrk.
+  [[ -n "${O_PIN:-}" ]] && WRK_CPU=1
   for r in $(seq 1 "$RUNS_O"); do
     # A new order each round: on shared cores a fixed order would give one variant the same neighbours each time.
     for srv in $(printf '%s\n' "${O_VARIANTS[@]}" | shuf); do
@@ -844,13 +849,14 @@ scenario_o() {
     done
   done
   kill "$scraper" 2>/dev/null; wait "$scraper" 2>/dev/null || true
+  WRK_CPU=
   local dropped lines
   dropped="$(curl -s "http://127.0.0.1:${MPORT[observed]}/metrics" | awk '/^ociregistry_log_lines_dropped_total/ { print $2 }')"
   lines="$(grep -c ' access: ' "$TMP/logs/oci-observed.log" || true)"
   for srv in "${O_VARIANTS[@]}"; do stop_proc "oci-$srv"; done
-  note "$(python3 - "$RAW" "$CONNS_O" "$lines" "${dropped:-?}" "${O_VARIANTS[@]}" <<'PY'
+  note "$(python3 - "$RAW" "$CONNS_O" "$lines" "${dropped:-?}" "${O_PIN:+pinned}" "${O_VARIANTS[@]}" <<'PY'
 import statistics, sys
-raw, conns, lines, dropped, *variants = sys.argv[1:]
+raw, conns, lines, dropped, pinned, *variants = sys.argv[1:]
 v = {k: {"o_rps": [], "o_p99": [], "o_cpu": []} for k in variants}
 for line in open(raw):
     key, srv, run, val = line.rstrip("\n").split("\t")
@@ -867,7 +873,8 @@ def paired(k):
 parts = [f"{k} ({what[k]}) {statistics.median(v[k]['o_rps']):,.0f} req/s = {statistics.median(v[k]['o_rps']) / q:.3f} "
          f"(paired {paired(k):.3f}), p99 {statistics.median(v[k]['o_p99']):.2f} ms, server CPU "
          f"{statistics.median(v[k]['o_cpu']):.2f} µs/request = {statistics.median(v[k]['o_cpu']) / c:.3f}" for k in variants]
-print(f"o: cost of observability, GET manifest by digest, {conns} conn, {len(v['quiet']['o_rps'])} runs each, "
+print(f"o: cost of observability, GET manifest by digest, {conns} conn"
+      f"{' (servers pinned to CPU 0, wrk to CPU 1)' if pinned else ''}, {len(v['quiet']['o_rps'])} runs each, "
       f"medians (ratio to quiet): " + "; ".join(parts) + f"; observed wrote {lines} access-log lines, dropped {dropped}")
 PY
 )"
