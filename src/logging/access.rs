@@ -9,7 +9,7 @@
 
 use std::io::Write;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -50,19 +50,36 @@ struct AccessLog {
     threads: ThreadLocal<Mutex<Lines>>,
     /// Where the lines go (stderr) and a spare buffer to swap in.
     writer: Mutex<(Box<dyn Write + Send>, Vec<u8>)>,
+    /// The drain thread found no lines and sleeps until a request wakes it.
+    idle: AtomicBool,
 }
 
 static ACCESS_LOG: OnceLock<AccessLog> = OnceLock::new();
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Whether access-log lines pass the log filter, decided once the logger is installed (see [`enabled`]).
+static ENABLED: OnceLock<bool> = OnceLock::new();
+/// The thread that hands lines over, once started.
+static DRAINER: OnceLock<std::thread::Thread> = OnceLock::new();
 
 /// Lines dropped because the writer fell behind.
 pub fn dropped() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }
 
-/// Whether the access log was set up (the logger was installed); without it callers log through `tracing`.
+/// Whether access-log lines are wanted. The filter is fixed when the logger is installed, so the answer is taken
+/// once then (asking `tracing` costs as much as a tenth of formatting the line); before that, or without the
+/// logger (embedded in a test), `tracing` is asked each time.
+pub fn enabled() -> bool {
+    match ENABLED.get() {
+        Some(on) => *on,
+        None => tracing::enabled!(target: "access", tracing::Level::INFO),
+    }
+}
+
+/// Whether the access log is running (the logger was installed with access lines on); without it callers log
+/// through `tracing`.
 pub fn running() -> bool {
-    ACCESS_LOG.get().is_some()
+    DRAINER.get().is_some()
 }
 
 /// Formats `record` into this thread's buffer, or drops and counts it when the buffer is full.
@@ -78,6 +95,8 @@ pub fn submit(record: &AccessRecord<'_>) {
     let Lines { out, clock } = &mut *lines;
     let wall = clock.wall(record.at);
     write_record(out, record, wall, log.format, clock);
+    drop(lines);
+    log.wake_if_idle();
 }
 
 /// Hands every buffered line to the writer now: called at exit, before the writer flushes, so the last
@@ -88,38 +107,57 @@ pub(super) fn drain() {
     }
 }
 
-/// Sets up the access log writing to `writer` and starts the thread that hands lines over. Once per process;
-/// later calls do nothing.
-pub(super) fn start<W: Write + Send + 'static>(
-    writer: W,
-    format: LogFormat,
-) -> std::io::Result<()> {
-    let log = AccessLog {
+/// Sets up the access log writing to `writer`. Once per process; later calls do nothing. Lines are taken only
+/// once [`decide`] has started the thread that hands them over.
+pub(super) fn start<W: Write + Send + 'static>(writer: W, format: LogFormat) {
+    let _ = ACCESS_LOG.set(AccessLog {
         format,
         threads: ThreadLocal::new(),
         writer: Mutex::new((Box::new(writer), Vec::with_capacity(64 * 1024))),
-    };
-    if ACCESS_LOG.set(log).is_err() {
+        idle: AtomicBool::new(false),
+    });
+}
+
+/// Takes the answer of [`enabled`] for the rest of the process, and starts the thread that hands lines over when
+/// access-log lines are wanted (with the access log off, nothing runs). Called once the logger is installed.
+pub(super) fn decide() -> std::io::Result<()> {
+    let on = tracing::enabled!(target: "access", tracing::Level::INFO);
+    let _ = ENABLED.set(on);
+    if !on || DRAINER.get().is_some() {
         return Ok(());
     }
-    std::thread::Builder::new()
+    let Some(log) = ACCESS_LOG.get() else {
+        return Ok(());
+    };
+    let drainer = std::thread::Builder::new()
         .name("ociregistry-access".into())
-        .spawn(|| loop {
-            // Polled, not woken: a request never has to wake this thread (a futex call and a context switch per
-            // request cost more than formatting the line). Lines reach the log at most one interval late.
+        .spawn(move || loop {
+            // Polled, not woken: a request never has to wake this thread while lines keep coming (a futex call
+            // and a context switch per request cost more than formatting the line). Lines reach the log at most
+            // one interval late.
             std::thread::sleep(DRAIN_INTERVAL);
-            if let Some(log) = ACCESS_LOG.get() {
-                log.hand_over();
+            if !log.hand_over() {
+                // A quiet interval: sleep until a request brings a line, so an idle server does not wake a hundred
+                // times a second. Marked idle before the last look: a request that finds the mark unparks (the
+                // token of an unpark that comes before the park is kept); one that does not, wrote its line before
+                // this look took its thread's lock.
+                log.idle.store(true, Ordering::SeqCst);
+                if !log.hand_over() {
+                    std::thread::park();
+                }
+                log.idle.store(false, Ordering::SeqCst);
             }
         })?;
+    let _ = DRAINER.set(drainer.thread().clone());
     Ok(())
 }
 
 impl AccessLog {
-    /// Swaps each thread's lines out (holding its lock only for the swap) and writes them.
-    fn hand_over(&self) {
+    /// Swaps each thread's lines out (holding its lock only for the swap) and writes them; whether there were any.
+    fn hand_over(&self) -> bool {
         let mut writer = lock(&self.writer);
         let (writer, spare) = &mut *writer;
+        let mut any = false;
         for lines in self.threads.iter() {
             {
                 let mut lines = lock(lines);
@@ -128,9 +166,20 @@ impl AccessLog {
                 }
                 std::mem::swap(&mut lines.out, spare);
             }
+            any = true;
             // This thread may wait for stderr; requests never do (a full buffer drops their line).
             let _ = writer.write_all(spare);
             spare.clear();
+        }
+        any
+    }
+
+    /// Wakes the drain thread if it went to sleep for want of lines.
+    fn wake_if_idle(&self) {
+        if self.idle.load(Ordering::SeqCst) && self.idle.swap(false, Ordering::SeqCst) {
+            if let Some(drainer) = DRAINER.get() {
+                drainer.unpark();
+            }
         }
     }
 }
@@ -144,7 +193,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 fn write_record(
     out: &mut Vec<u8>,
     r: &AccessRecord<'_>,
-    at: SystemTime,
+    at: Duration,
     format: LogFormat,
     clock: &mut Clock,
 ) {
@@ -155,7 +204,7 @@ fn write_record(
 }
 
 /// `2026-11-23T14:03:33.213112Z  INFO access: id=… method=GET path=… query= status=200 bytes=646 …`
-fn write_text(out: &mut Vec<u8>, r: &AccessRecord<'_>, at: SystemTime, clock: &mut Clock) {
+fn write_text(out: &mut Vec<u8>, r: &AccessRecord<'_>, at: Duration, clock: &mut Clock) {
     clock.write(out, at);
     out.extend_from_slice(b"  INFO access: id=");
     push_int(out, r.id);
@@ -181,7 +230,7 @@ fn write_text(out: &mut Vec<u8>, r: &AccessRecord<'_>, at: SystemTime, clock: &m
 }
 
 /// The fields and names `tracing-subscriber`'s flattened JSON format uses for the same event.
-fn write_json(out: &mut Vec<u8>, r: &AccessRecord<'_>, at: SystemTime, clock: &mut Clock) {
+fn write_json(out: &mut Vec<u8>, r: &AccessRecord<'_>, at: Duration, clock: &mut Clock) {
     out.extend_from_slice(b"{\"timestamp\":\"");
     clock.write(out, at);
     out.extend_from_slice(b"\",\"level\":\"INFO\",\"id\":\"");
@@ -232,50 +281,47 @@ fn push_client(out: &mut Vec<u8>, client: Option<IpAddr>) {
 /// RFC 3339 UTC timestamps with microseconds; the date and time up to the second is formatted once per second.
 /// The wall-clock time of a line is worked out from the monotonic instant the request already read, against a
 /// reading of both clocks taken at most a second earlier: one clock read less per request, and never more than a
-/// second's worth of clock adjustment behind.
+/// second's worth of clock adjustment behind. Times are kept as durations since the Unix epoch: cheaper to add
+/// and split than `SystemTime`.
 #[derive(Default)]
 struct Clock {
     second: u64,
     prefix: Vec<u8>,
-    synced: Option<(Instant, SystemTime)>,
+    synced: Option<(Instant, Duration)>,
 }
 
 impl Clock {
-    fn wall(&mut self, at: Instant) -> SystemTime {
-        let (instant, system) = match self.synced {
-            Some((instant, system)) if at >= instant && at - instant < Duration::from_secs(1) => {
-                (instant, system)
+    /// The wall-clock time of `at`, as a duration since the Unix epoch.
+    fn wall(&mut self, at: Instant) -> Duration {
+        if let Some((instant, epoch)) = self.synced {
+            match at.checked_duration_since(instant) {
+                Some(after) if after < Duration::from_secs(1) => return epoch + after,
+                _ => {}
             }
-            _ => {
-                let now = (Instant::now(), SystemTime::now());
-                self.synced = Some(now);
-                now
-            }
-        };
+        }
+        let (instant, epoch) = (Instant::now(), epoch_now());
+        self.synced = Some((instant, epoch));
         match at.checked_duration_since(instant) {
-            Some(after) => system + after,
-            None => system - (instant - at),
+            Some(after) => epoch + after,
+            None => epoch.saturating_sub(instant - at),
         }
     }
 
-    fn write(&mut self, out: &mut Vec<u8>, at: SystemTime) {
-        let since = at
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
-        let second = since.as_secs();
+    fn write(&mut self, out: &mut Vec<u8>, since_epoch: Duration) {
+        let second = since_epoch.as_secs();
         if self.prefix.is_empty() || second != self.second {
             self.second = second;
             self.prefix.clear();
             // `2026-11-23T14:03:33Z`: keep all but the `Z`.
             let whole = humantime::format_rfc3339_seconds(
-                SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(second),
+                SystemTime::UNIX_EPOCH + Duration::from_secs(second),
             )
             .to_string();
             self.prefix
                 .extend_from_slice(&whole.as_bytes()[..whole.len() - 1]);
         }
         out.extend_from_slice(&self.prefix);
-        let micros = since.subsec_micros();
+        let micros = since_epoch.subsec_micros();
         out.push(b'.');
         for power in [100_000, 10_000, 1_000, 100, 10, 1] {
             out.push(b'0' + (micros / power % 10) as u8);
@@ -284,12 +330,18 @@ impl Clock {
     }
 }
 
+fn epoch_now() -> Duration {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn at() -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_micros(1_795_442_613_213_112)
+    fn at() -> Duration {
+        Duration::from_micros(1_795_442_613_213_112)
     }
 
     fn record() -> AccessRecord<'static> {
@@ -338,10 +390,10 @@ mod tests {
     fn the_clock_reformats_when_the_second_changes() {
         let mut clock = Clock::default();
         let mut out = Vec::new();
-        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_442_613);
+        let t = Duration::from_secs(1_795_442_613);
         clock.write(&mut out, t);
         out.push(b' ');
-        clock.write(&mut out, t + std::time::Duration::from_millis(1_500));
+        clock.write(&mut out, t + Duration::from_millis(1_500));
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "2026-11-23T14:03:33.000000Z 2026-11-23T14:03:34.500000Z"
@@ -352,15 +404,17 @@ mod tests {
     fn wall_time_follows_the_instant_and_resyncs() {
         let mut clock = Clock::default();
         let start = Instant::now();
-        let before = SystemTime::now();
+        let before = epoch_now();
         let first = clock.wall(start);
         let later = clock.wall(start + Duration::from_millis(300));
-        assert_eq!(
-            later.duration_since(first).unwrap(),
-            Duration::from_millis(300)
-        );
+        assert_eq!(later - first, Duration::from_millis(300));
         let slack = Duration::from_millis(50);
-        assert!(first + slack >= before && first <= SystemTime::now() + slack);
+        assert!(first + slack >= before && first <= epoch_now() + slack);
+        // An instant before the reading (another task's, formatted later) is placed before it.
+        // (Both clocks are read again, so allow for the time between the two readings of each pair.)
+        let earlier = clock.wall(start - Duration::from_millis(5));
+        let gap = first.abs_diff(earlier);
+        assert!(gap.abs_diff(Duration::from_millis(5)) < Duration::from_millis(2));
         // Past the second since the last reading, both clocks are read again.
         let synced = clock.synced.unwrap().0;
         clock.wall(start + Duration::from_secs(2));

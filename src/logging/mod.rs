@@ -71,7 +71,7 @@ pub fn init(
     let _ = DROPPED.set(writer.error_counter());
     // Straight to stderr, not through `writer`: the access log's thread already batches and never blocks a
     // request, and std's stderr lock keeps each of its batches whole against the writer thread's lines.
-    access::start(std::io::stderr(), format)?;
+    access::start(std::io::stderr(), format);
     let lines = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(writer)
@@ -102,6 +102,7 @@ pub fn init(
         .with(spans)
         .try_init()
         .map_err(|e| anyhow::anyhow!("installing logger: {e}"))?;
+    access::decide()?;
     Ok(LogGuard {
         traces,
         _writer: guard,

@@ -1,0 +1,75 @@
+//! The access log's drain thread on a real server: it sleeps while no requests come (an idle cache at the edge
+//! should not wake a hundred times a second) and the next request's line still reaches the log at once.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Context switches so far of the server's thread named `name` (`None`: no such thread).
+fn switches(pid: u32, name: &str) -> Option<u64> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let task = task.ok()?.path();
+        if std::fs::read_to_string(task.join("comm")).ok()?.trim() != name {
+            continue;
+        }
+        let status = std::fs::read_to_string(task.join("status")).ok()?;
+        return Some(
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum(),
+        );
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_sleeps_while_idle_and_wakes_for_the_next_line() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let server = Server::start(tmp.path(), &ServerConfig::for_hosts(&[])).await;
+        let pid = server.pid().unwrap();
+        let client = client();
+        let get = |n: u32| {
+            let url = format!("{}/v2/?n={n}", server.base_url());
+            let client = client.clone();
+            async move { client.get(url).send().await.unwrap().status() }
+        };
+        assert_eq!(get(1).await, 200);
+        assert!(
+            server
+                .wait_for_log(|l| l.contains("access") && l.contains("query=n=1 "))
+                .await,
+            "the first access-log line never came"
+        );
+        // Idle: after one empty interval the thread sleeps until woken. Polling every 10 ms would switch about
+        // a hundred times in the second measured here.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = switches(pid, "ociregistry-acc").expect("no access-log thread");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after = switches(pid, "ociregistry-acc").unwrap();
+        assert!(
+            after - before <= 2,
+            "the idle access-log thread switched {} times in a second",
+            after - before
+        );
+        // The next request wakes it: its line comes within a few intervals, not after a long sleep.
+        let asked = Instant::now();
+        assert_eq!(get(2).await, 200);
+        assert!(
+            server
+                .wait_for_log(|l| l.contains("access") && l.contains("query=n=2 "))
+                .await,
+            "the line of the request after the idle time never came"
+        );
+        assert!(
+            asked.elapsed() < Duration::from_millis(500),
+            "the line after the idle time took {:?}",
+            asked.elapsed()
+        );
+    })
+    .await;
+}
