@@ -53,7 +53,7 @@ pub async fn log_request(request: Request, next: Next) -> Response {
 
 /// The access-log line and the request metrics of one request.
 async fn observe(request: Request, next: Next, id: u64) -> Response {
-    let logging = tracing::enabled!(target: "access", tracing::Level::INFO);
+    let logging = crate::logging::access::enabled();
     let metrics = crate::metrics::enabled();
     if !logging && !metrics {
         let mut response = next.run(request).await;
@@ -62,7 +62,8 @@ async fn observe(request: Request, next: Next, id: u64) -> Response {
     }
     let start = Instant::now();
     let method = request.method().clone();
-    let endpoint = super::telemetry::Endpoint::of(request.uri().path());
+    // The endpoint kind is a metrics label only; the log line has the whole path.
+    let endpoint = metrics.then(|| super::telemetry::Endpoint::of(request.uri().path()));
     // The target is kept only for the log line.
     let uri = logging.then(|| request.uri().clone());
     let client = request
@@ -70,10 +71,15 @@ async fn observe(request: Request, next: Next, id: u64) -> Response {
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     let mut response = next.run(request).await;
-    let error_code = response
-        .extensions()
-        .get::<super::errors::ErrorDetail>()
-        .map(|d| d.0.code());
+    // Only error answers carry the detail: a successful one skips the lookup.
+    let error_code = if response.status().is_client_error() || response.status().is_server_error() {
+        response
+            .extensions()
+            .get::<super::errors::ErrorDetail>()
+            .map(|d| d.0.code())
+    } else {
+        None
+    };
     set_common_headers(&mut response, id);
     let end = Instant::now();
     let elapsed = end - start;
@@ -83,7 +89,7 @@ async fn observe(request: Request, next: Next, id: u64) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let cache_status = response.extensions().get::<CacheStatus>().copied();
-    if metrics {
+    if let Some(endpoint) = endpoint {
         super::telemetry::record(
             endpoint,
             &method,

@@ -226,27 +226,29 @@ impl Endpoint {
     ];
 
     /// The kind of endpoint `path` is: the segment before the last one names it (`/v2/<name>/manifests/<ref>`),
-    /// found from the end, which is cheaper than searching the whole path for each kind.
+    /// found from the end (a vectorised search over the reference, which is mostly a 71-byte digest), which is
+    /// cheaper than searching the whole path for each kind.
     pub fn of(path: &str) -> Endpoint {
         if path == "/v2" || path == "/v2/" {
             return Endpoint::Base;
         }
-        let Some(rest) = path.strip_prefix("/v2/") else {
+        let Some(rest) = path.as_bytes().strip_prefix(b"/v2/") else {
             return Endpoint::Other;
         };
-        let Some((before, _reference)) = rest.rsplit_once('/') else {
+        let Some(slash) = memchr::memrchr(b'/', rest) else {
             return Endpoint::Other;
         };
-        let is = |kind: &str| {
+        let before = &rest[..slash];
+        let is = |kind: &[u8]| {
             before
                 .strip_suffix(kind)
-                .is_some_and(|name| name.is_empty() || name.ends_with('/'))
+                .is_some_and(|name| name.is_empty() || name.ends_with(b"/"))
         };
-        if is("manifests") {
+        if is(b"manifests") {
             Endpoint::Manifest
-        } else if is("blobs") {
+        } else if is(b"blobs") {
             Endpoint::Blob
-        } else if is("referrers") {
+        } else if is(b"referrers") {
             Endpoint::Referrers
         } else {
             Endpoint::Other
