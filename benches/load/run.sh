@@ -26,6 +26,10 @@
 #   STARTUP_RUNS [5]     restarts measured in scenario f
 #   CONNS_O [16]         connections for scenario o;  RUNS_O [2*RUNS] runs (each measures all four instances in turn)
 #   O_PIN=1              scenario o with the servers on CPU 0 and wrk (one thread) on CPU 1
+#   O_TOGETHER=1         scenario o loads the four servers at the same time (a wrk each) instead of in turn
+#   O_LOG [file]         where scenario o's servers write their output: file (appended straight to the log file),
+#                        pipe (through a pipe to a `cat` that appends it, as a container runtime collects a
+#                        container's stderr) or null (/dev/null: what formatting alone costs, without storing it)
 #   SCENARIOS ["a b c d e f t o"]  subset to run; `s` and `p` are opt-in (SCENARIOS="s p"): they start a 3-node
 #                        Garage cluster (tests/lib/garage.sh) and are skipped with a note when garage is missing
 #   CONNS_S ["1 4"]      connection counts for scenario s's warm 64 MiB GETs
@@ -803,10 +807,37 @@ warm_check() {
 # scraped once a second) and "observed" (both), measured in turn with the same load (GET manifest by digest);
 # medians of RUNS_O runs each.
 O_VARIANTS=(quiet logged measured observed)
+O_LOG="${O_LOG:-file}"
+[[ $O_LOG == file || $O_LOG == pipe || $O_LOG == null ]] || die "O_LOG must be file, pipe or null, not '$O_LOG'"
+# o_start NAME CMD...: like start_proc, with the output going where O_LOG says.
+o_start() {
+  local name=$1 logf="$TMP/logs/$1.log"
+  shift
+  case $O_LOG in
+    file) "$@" </dev/null >>"$logf" 2>&1 & ;;
+    # $! stays the server's pid; the reader ends when the server closes its end.
+    pipe) "$@" </dev/null > >(exec cat >>"$logf") 2>&1 & ;;
+    null) "$@" </dev/null >/dev/null 2>&1 & ;;
+  esac
+  echo "$!" >"$PIDDIR/$name"
+}
 CLK_TCK="$(getconf CLK_TCK)"
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # PID -> user + system CPU ticks of all its threads
+# o_record VARIANT ROUND WRK_RESULT CPU_TICKS_BEFORE CPU_TICKS_AFTER
+o_record() {
+  local srv=$1 r=$2 rps p50 p99 mibps errs cpu_us
+  read -r rps p50 p99 mibps errs <<<"$3"
+  # Server CPU (all its threads) per request: what the load costs the server, whatever else shares the cores.
+  cpu_us="$(awk -v t="$(($5 - $4))" -v hz="$CLK_TCK" -v rps="$rps" -v d="$DURATION" \
+    'BEGIN { printf "%.2f", (rps > 0) ? t / hz * 1e6 / (rps * d) : 0 }')"
+  log "o: $srv GET manifest c=$CONNS_O run $r: $rps req/s, p99 $p99 ms, $cpu_us CPU µs/request, errors $errs"
+  put o_cpu "$srv" "$r" "$cpu_us"
+  [[ "$errs" == "0" ]] || note "o: $srv run $r reported $errs errors/non-2xx responses"
+  put o_rps "$srv" "$r" "$rps"
+  put o_p99 "$srv" "$r" "$p99"
+}
 scenario_o() {
-  local r srv res rps p50 p99 mibps errs scraper port mport level t0 t1 cpu_us
+  local r srv res scraper port mport level t0
   local -A OB=() MPORT=()
   for srv in "${O_VARIANTS[@]}"; do
     pick_port port
@@ -817,7 +848,7 @@ scenario_o() {
       MPORT[$srv]=$mport
       extra=(--metrics "127.0.0.1:$mport")
     fi
-    start_proc "oci-$srv" "$TMP/logs/oci-$srv.log" env RUST_LOG=$level ${O_PIN:+taskset -c 0} "$OCIREGISTRY_BIN" serve \
+    o_start "oci-$srv" env RUST_LOG=$level ${O_PIN:+taskset -c 0} "$OCIREGISTRY_BIN" serve \
       --listen "127.0.0.1:$port" --data-dir "$TMP/oci-$srv" --config-file "$TMP/ociregistry.yaml" "${extra[@]}"
     wait_http_or_die "http://127.0.0.1:$port/v2/" "oci-$srv"
     OB[$srv]="http://127.0.0.1:$port"
@@ -831,32 +862,41 @@ scenario_o() {
   # O_PIN=1: every server on CPU 0 and wrk on CPU 1, so a variant's extra work shows as lost throughput of a
   # saturated core rather than as a different share of two cores with wrk.
   [[ -n "${O_PIN:-}" ]] && WRK_CPU=1
+  local url="/v2/$REPO_WARM/manifests/$WARM_MANIFEST" wrks
+  local -A T0=()
   for r in $(seq 1 "$RUNS_O"); do
+    if [[ -n "${O_TOGETHER:-}" ]]; then
+      # All four at once, each with its own wrk: the machine's swings hit every variant alike.
+      wrks=()
+      for srv in "${O_VARIANTS[@]}"; do T0[$srv]="$(cpu_ticks "$(pid_of "oci-$srv")")"; done
+      for srv in "${O_VARIANTS[@]}"; do
+        wrk_run "${OB[$srv]}$url" "$CONNS_O" >"$TMP/o-$srv.res" &
+        wrks+=("$!")
+      done
+      wait "${wrks[@]}"
+      for srv in "${O_VARIANTS[@]}"; do
+        o_record "$srv" "$r" "$(cat "$TMP/o-$srv.res")" "${T0[$srv]}" "$(cpu_ticks "$(pid_of "oci-$srv")")"
+      done
+      continue
+    fi
     # A new order each round: on shared cores a fixed order would give one variant the same neighbours each time.
     for srv in $(printf '%s\n' "${O_VARIANTS[@]}" | shuf); do
       t0="$(cpu_ticks "$(pid_of "oci-$srv")")"
-      res="$(wrk_run "${OB[$srv]}/v2/$REPO_WARM/manifests/$WARM_MANIFEST" "$CONNS_O")"
-      t1="$(cpu_ticks "$(pid_of "oci-$srv")")"
-      read -r rps p50 p99 mibps errs <<<"$res"
-      # Server CPU (all its threads) per request: what the load costs the server, whatever else shares the cores.
-      cpu_us="$(awk -v t="$((t1 - t0))" -v hz="$CLK_TCK" -v rps="$rps" -v d="$DURATION" \
-        'BEGIN { printf "%.2f", (rps > 0) ? t / hz * 1e6 / (rps * d) : 0 }')"
-      log "o: $srv GET manifest c=$CONNS_O run $r: $rps req/s, p99 $p99 ms, $cpu_us CPU µs/request, errors $errs"
-      put o_cpu "$srv" "$r" "$cpu_us"
-      [[ "$errs" == "0" ]] || note "o: $srv run $r reported $errs errors/non-2xx responses"
-      put o_rps "$srv" "$r" "$rps"
-      put o_p99 "$srv" "$r" "$p99"
+      res="$(wrk_run "${OB[$srv]}$url" "$CONNS_O")"
+      o_record "$srv" "$r" "$res" "$t0" "$(cpu_ticks "$(pid_of "oci-$srv")")"
     done
   done
   kill "$scraper" 2>/dev/null; wait "$scraper" 2>/dev/null || true
   WRK_CPU=
   local dropped lines
   dropped="$(curl -s "http://127.0.0.1:${MPORT[observed]}/metrics" | awk '/^ociregistry_log_lines_dropped_total/ { print $2 }')"
-  lines="$(grep -c ' access: ' "$TMP/logs/oci-observed.log" || true)"
   for srv in "${O_VARIANTS[@]}"; do stop_proc "oci-$srv"; done
-  note "$(python3 - "$RAW" "$CONNS_O" "$lines" "${dropped:-?}" "${O_PIN:+pinned}" "${O_VARIANTS[@]}" <<'PY'
+  sleep 0.2   # O_LOG=pipe: let the readers append the last lines
+  lines="$(grep -c ' access: ' "$TMP/logs/oci-observed.log" || true)"
+  [[ $O_LOG == null ]] && lines="(not kept: O_LOG=null)"
+  note "$(python3 - "$RAW" "$CONNS_O" "$lines" "${dropped:-?}" "${O_PIN:+pinned}" "$O_LOG" "${O_TOGETHER:+together}" "${O_VARIANTS[@]}" <<'PY'
 import statistics, sys
-raw, conns, lines, dropped, pinned, *variants = sys.argv[1:]
+raw, conns, lines, dropped, pinned, log_to, together, *variants = sys.argv[1:]
 v = {k: {"o_rps": [], "o_p99": [], "o_cpu": []} for k in variants}
 for line in open(raw):
     key, srv, run, val = line.rstrip("\n").split("\t")
@@ -866,6 +906,7 @@ q = statistics.median(v["quiet"]["o_rps"])
 what = {"quiet": "access log and metrics off", "logged": "access log on", "measured": "metrics on, scraped every second",
         "observed": "access log and metrics on"}
 c = statistics.median(v["quiet"]["o_cpu"])
+log_to_what = {"file": "a file", "pipe": "a pipe read by cat (appending to a file)", "null": "/dev/null"}
 # Each round measures every variant once, within seconds: the median of the per-round ratios to quiet is less
 # exposed to the machine's slow swings than the ratio of the medians.
 def paired(k):
@@ -874,7 +915,7 @@ parts = [f"{k} ({what[k]}) {statistics.median(v[k]['o_rps']):,.0f} req/s = {stat
          f"(paired {paired(k):.3f}), p99 {statistics.median(v[k]['o_p99']):.2f} ms, server CPU "
          f"{statistics.median(v[k]['o_cpu']):.2f} µs/request = {statistics.median(v[k]['o_cpu']) / c:.3f}" for k in variants]
 print(f"o: cost of observability, GET manifest by digest, {conns} conn"
-      f"{' (servers pinned to CPU 0, wrk to CPU 1)' if pinned else ''}, {len(v['quiet']['o_rps'])} runs each, "
+      f"{' (servers pinned to CPU 0, wrk to CPU 1)' if pinned else ''}, output to {log_to_what[log_to]}, {'all four loaded at once, ' if together else ''}{len(v['quiet']['o_rps'])} runs each, "
       f"medians (ratio to quiet): " + "; ".join(parts) + f"; observed wrote {lines} access-log lines, dropped {dropped}")
 PY
 )"
