@@ -1,5 +1,6 @@
 //! The access log's drain thread on a real server: it sleeps while no requests come (an idle cache at the edge
-//! should not wake a hundred times a second) and the next request's line still reaches the log at once.
+//! should not wake a hundred times a second), the next request's line still reaches the log at once, and with
+//! the access log off the thread does not run at all.
 
 mod common;
 
@@ -69,6 +70,43 @@ async fn the_access_log_sleeps_while_idle_and_wakes_for_the_next_line() {
             asked.elapsed() < Duration::from_millis(500),
             "the line after the idle time took {:?}",
             asked.elapsed()
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_access_log_off_no_line_is_written_and_no_thread_runs() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = ServerConfig {
+            log_level: Some("info,access=off".into()),
+            ..ServerConfig::for_hosts(&[])
+        };
+        let server = Server::start(tmp.path(), &config).await;
+        let pid = server.pid().unwrap();
+        let url = format!("{}/v2/?n=1", server.base_url());
+        assert_eq!(client().get(url).send().await.unwrap().status(), 200);
+        // The server's own lines still come (the filter is not simply off): stopping it logs one. Before that,
+        // the thread list is read while the server runs.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            switches(pid, "ociregistry-acc"),
+            None,
+            "an access-log thread runs with the access log off"
+        );
+        let mut server = server;
+        server.stop().await;
+        let logs = server.logs();
+        assert!(
+            logs.iter().any(|l| l.contains("stopped")),
+            "the server's other lines are missing: {logs:?}"
+        );
+        assert!(
+            !logs
+                .iter()
+                .any(|l| l.contains("access") && l.contains("query=n=1")),
+            "an access-log line was written with the access log off"
         );
     })
     .await;

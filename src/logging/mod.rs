@@ -97,11 +97,14 @@ pub fn init(
                     .with_target(crate::traces::TARGET, tracing::Level::TRACE),
             )
     });
-    tracing_subscriber::registry()
-        .with(lines)
-        .with(spans)
-        .try_init()
-        .map_err(|e| anyhow::anyhow!("installing logger: {e}"))?;
+    // Without traces, no `Option` layer: an absent layer counts as interested in every callsite, which would make
+    // `tracing::enabled!` say yes to what the filter turns off (`access=off`).
+    let registry = tracing_subscriber::registry().with(lines);
+    match spans {
+        Some(spans) => registry.with(spans).try_init(),
+        None => registry.try_init(),
+    }
+    .map_err(|e| anyhow::anyhow!("installing logger: {e}"))?;
     access::decide()?;
     Ok(LogGuard {
         traces,

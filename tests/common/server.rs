@@ -1,7 +1,8 @@
 //! [`Server`]: runs the real `ociregistry` binary as a child process.
 //!
 //! The child is started with
-//! `serve --listen 127.0.0.1:0 --data-dir <root>/data --config-file <root>/config.yaml --log-level info`.
+//! `serve --listen 127.0.0.1:0 --data-dir <root>/data --config-file <root>/config.yaml --log-level info` (or the
+//! config's `log_level` filter).
 //! A reader thread echoes every stderr line (prefixed with the generation and pid) to the test's
 //! output and waits for `listening on http://ADDR` (timeout 20 s). The harness can stop the server
 //! with SIGTERM (asserting a clean exit 0), kill it with SIGKILL and restart it on the same data
@@ -34,6 +35,9 @@ pub struct ServerConfig {
     pub default_registry: Option<String>,
     /// Extra YAML lines appended verbatim.
     pub extra_yaml: String,
+    /// The `--log-level` filter (`RUST_LOG` syntax); `info` when `None`. It must let the `listening on` line
+    /// through.
+    pub log_level: Option<String>,
 }
 
 impl ServerConfig {
@@ -85,6 +89,7 @@ pub struct Server {
     child: Option<Child>,
     addr: SocketAddr,
     generation: usize,
+    log_level: String,
     logs: Arc<Mutex<Vec<String>>>,
     readers: Vec<JoinHandle<()>>,
 }
@@ -102,12 +107,14 @@ impl Server {
         std::fs::write(root.join("config.yaml"), &yaml).expect("write config file");
         eprintln!("[harness] config.yaml:\n{yaml}");
         let logs = Arc::new(Mutex::new(Vec::new()));
-        let started = spawn_server(root.to_path_buf(), 1, logs.clone()).await;
+        let log_level = cfg.log_level.clone().unwrap_or_else(|| "info".into());
+        let started = spawn_server(root.to_path_buf(), 1, &log_level, logs.clone()).await;
         Server {
             root: root.to_path_buf(),
             child: Some(started.child),
             addr: started.addr,
             generation: 1,
+            log_level,
             logs,
             readers: started.readers,
         }
@@ -191,7 +198,13 @@ impl Server {
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "stop() or kill9() the server first");
         self.generation += 1;
-        let started = spawn_server(self.root.clone(), self.generation, self.logs.clone()).await;
+        let started = spawn_server(
+            self.root.clone(),
+            self.generation,
+            &self.log_level,
+            self.logs.clone(),
+        )
+        .await;
         self.child = Some(started.child);
         self.addr = started.addr;
         self.readers = started.readers;
@@ -237,8 +250,17 @@ fn wait_with_deadline(child: &mut Child) -> Option<ExitStatus> {
     }
 }
 
-async fn spawn_server(root: PathBuf, generation: usize, logs: Arc<Mutex<Vec<String>>>) -> Started {
-    match tokio::task::spawn_blocking(move || spawn_server_blocking(&root, generation, logs)).await
+async fn spawn_server(
+    root: PathBuf,
+    generation: usize,
+    log_level: &str,
+    logs: Arc<Mutex<Vec<String>>>,
+) -> Started {
+    let log_level = log_level.to_string();
+    match tokio::task::spawn_blocking(move || {
+        spawn_server_blocking(&root, generation, &log_level, logs)
+    })
+    .await
     {
         Ok(started) => started,
         Err(err) => match err.try_into_panic() {
@@ -248,7 +270,12 @@ async fn spawn_server(root: PathBuf, generation: usize, logs: Arc<Mutex<Vec<Stri
     }
 }
 
-fn spawn_server_blocking(root: &Path, generation: usize, logs: Arc<Mutex<Vec<String>>>) -> Started {
+fn spawn_server_blocking(
+    root: &Path,
+    generation: usize,
+    log_level: &str,
+    logs: Arc<Mutex<Vec<String>>>,
+) -> Started {
     let data_dir = root.join("data");
     let config_file = root.join("config.yaml");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ociregistry"));
@@ -260,7 +287,7 @@ fn spawn_server_blocking(root: &Path, generation: usize, logs: Arc<Mutex<Vec<Str
         .arg("--config-file")
         .arg(&config_file)
         .arg("--log-level")
-        .arg("info")
+        .arg(log_level)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
