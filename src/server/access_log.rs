@@ -83,11 +83,6 @@ async fn observe(request: Request, next: Next, id: u64) -> Response {
     set_common_headers(&mut response, id);
     let end = Instant::now();
     let elapsed = end - start;
-    let bytes = response
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
     let cache_status = response.extensions().get::<CacheStatus>().copied();
     if let Some(endpoint) = endpoint {
         super::telemetry::record(
@@ -105,6 +100,12 @@ async fn observe(request: Request, next: Next, id: u64) -> Response {
     let Some(uri) = uri else {
         return response;
     };
+    // The log line's size field only: metrics count the bytes actually sent.
+    let bytes = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     let cache = cache_status.map_or("-", |c| c.as_str());
     let status = response.status().as_u16();
     let latency_us = elapsed.as_micros() as u64;
