@@ -27,6 +27,14 @@ fn switches(pid: u32, name: &str) -> Option<u64> {
     None
 }
 
+/// Waits (at most 5 s) for the access-log line of `GET /v2/?n=N`.
+async fn line_comes(server: &Server, n: u32) -> bool {
+    let query = format!("query=n={n} ");
+    server
+        .wait_for_log(|l| l.contains("access") && l.contains(&query))
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_access_log_sleeps_while_idle_and_wakes_for_the_next_line() {
     bounded(async {
@@ -41,9 +49,7 @@ async fn the_access_log_sleeps_while_idle_and_wakes_for_the_next_line() {
         };
         assert_eq!(get(1).await, 200);
         assert!(
-            server
-                .wait_for_log(|l| l.contains("access") && l.contains("query=n=1 "))
-                .await,
+            line_comes(&server, 1).await,
             "the first access-log line never came"
         );
         // Idle: after one empty interval the thread sleeps until woken. Polling every 10 ms would switch about
@@ -61,9 +67,7 @@ async fn the_access_log_sleeps_while_idle_and_wakes_for_the_next_line() {
         let asked = Instant::now();
         assert_eq!(get(2).await, 200);
         assert!(
-            server
-                .wait_for_log(|l| l.contains("access") && l.contains("query=n=2 "))
-                .await,
+            line_comes(&server, 2).await,
             "the line of the request after the idle time never came"
         );
         assert!(
