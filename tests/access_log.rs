@@ -80,6 +80,61 @@ async fn the_access_log_sleeps_while_idle_and_wakes_for_the_next_line() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_load_the_access_log_hands_lines_over_in_batches_not_on_a_fast_timer() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let server = Server::start(tmp.path(), &ServerConfig::for_hosts(&[])).await;
+        let pid = server.pid().unwrap();
+        let client = client();
+        let url = format!("{}/v2/", server.base_url());
+        assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = switches(pid, "ociregistry-acc").expect("no access-log thread");
+        // A second of requests from 8 connections: lines come all the time, so the thread never idles. Taking
+        // the buffers every 10 ms would switch at least a hundred times; at most every 100 ms (or when a buffer
+        // fills, which this load does not reach) about ten, plus a few more when the pipe to this test is full.
+        let until = Instant::now() + Duration::from_secs(1);
+        let mut loaders = Vec::new();
+        for _ in 0..8 {
+            let (client, url) = (client.clone(), url.clone());
+            loaders.push(tokio::spawn(async move {
+                let mut n = 0u32;
+                while Instant::now() < until {
+                    assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+                    n += 1;
+                }
+                n
+            }));
+        }
+        let mut sent = 0;
+        for loader in loaders {
+            sent += loader.await.unwrap();
+        }
+        let after = switches(pid, "ociregistry-acc").unwrap();
+        assert!(
+            after - before <= 60,
+            "the access-log thread switched {} times in a second of load ({sent} requests)",
+            after - before
+        );
+        // And every line still comes: the last one within the delay.
+        let marker = format!("{}/v2/?n=99", server.base_url());
+        assert_eq!(client.get(marker).send().await.unwrap().status(), 200);
+        assert!(
+            line_comes(&server, 99).await,
+            "the line after the load never came"
+        );
+        let lines = server
+            .logs()
+            .iter()
+            .filter(|l| l.contains(" access: ") && l.contains("path=/v2/ "))
+            .count();
+        // The load's lines, the first request's and the last one's.
+        assert_eq!(lines, sent as usize + 2, "access-log lines for the load");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_access_log_off_no_line_is_written_and_no_thread_runs() {
     bounded(async {
         let tmp = tempfile::tempdir().unwrap();

@@ -43,10 +43,10 @@
 #   dump_log_tails LINES COLS  print the last LINES lines (cut to COLS columns, indented) of every $TMP/logs/*.log.
 #   settle_access_log       wait until ociregistry's access-log lines for answers already given are written.
 
-# settle_access_log: ociregistry writes access-log lines from a thread that drains its queue every 10 ms, so a
-# line lands a few milliseconds after its answer. Call this before counting lines for requests just answered
+# settle_access_log: ociregistry writes access-log lines from a thread that takes them at least every 100 ms, so a
+# line lands up to 100 ms after its answer. Call this before counting lines for requests just answered
 # (and before asserting that a request left no line).
-settle_access_log() { sleep 0.3; }
+settle_access_log() { sleep 0.5; }
 
 USED_PORTS=" "
 pick_port() {
