@@ -11,6 +11,7 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
+use smallvec::SmallVec;
 use tracing::Instrument;
 
 use super::request_id;
@@ -65,7 +66,7 @@ async fn observe(request: Request, next: Next, id: u64) -> Response {
     // The endpoint kind is a metrics label only; the log line has the whole path.
     let endpoint = metrics.then(|| super::telemetry::Endpoint::of(request.uri().path()));
     // The target is kept only for the log line.
-    let uri = logging.then(|| request.uri().clone());
+    let target = logging.then(|| Target::of(request.uri()));
     let client = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -97,9 +98,10 @@ async fn observe(request: Request, next: Next, id: u64) -> Response {
         }
         super::telemetry::count_client(client, cache_status);
     }
-    let Some(uri) = uri else {
+    let Some(target) = target else {
         return response;
     };
+    let (path, query) = target.parts();
     // The log line's size field only: metrics count the bytes actually sent.
     let bytes = response
         .headers()
@@ -114,8 +116,8 @@ async fn observe(request: Request, next: Next, id: u64) -> Response {
             at: end,
             id,
             method: method.as_str(),
-            path: uri.path(),
-            query: uri.query().unwrap_or(""),
+            path,
+            query,
             status,
             bytes,
             latency_us,
@@ -128,8 +130,8 @@ async fn observe(request: Request, next: Next, id: u64) -> Response {
             target: "access",
             id = %id,
             method = %method,
-            path = %uri.path(),
-            query = %uri.query().unwrap_or(""),
+            path = %path,
+            query = %query,
             status,
             bytes,
             latency_us,
@@ -138,6 +140,35 @@ async fn observe(request: Request, next: Next, id: u64) -> Response {
         );
     }
     response
+}
+
+/// The request target (path and query), copied for the log line before the request is handed on: cloning the
+/// `Uri` instead would allocate to share its bytes (hyper parses it into bytes owned by one buffer).
+struct Target {
+    bytes: SmallVec<[u8; 256]>,
+    path_len: usize,
+}
+
+impl Target {
+    fn of(uri: &axum::http::Uri) -> Target {
+        let path = uri.path();
+        let mut bytes = SmallVec::from_slice(path.as_bytes());
+        if let Some(query) = uri.query() {
+            bytes.extend_from_slice(query.as_bytes());
+        }
+        Target {
+            bytes,
+            path_len: path.len(),
+        }
+    }
+
+    /// The path and the query without its `?` (empty when there is none).
+    fn parts(&self) -> (&str, &str) {
+        // Both came from `&str`s; the split is at the boundary between them.
+        let path = std::str::from_utf8(&self.bytes[..self.path_len]).unwrap_or("");
+        let query = std::str::from_utf8(&self.bytes[self.path_len..]).unwrap_or("");
+        (path, query)
+    }
 }
 
 /// The request id, and `nosniff`: content is never to be sniffed into another type.
