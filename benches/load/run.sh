@@ -807,6 +807,12 @@ warm_check() {
 # scraped once a second) and "observed" (both), measured in turn with the same load (GET manifest by digest);
 # medians of RUNS_O runs each.
 O_VARIANTS=(quiet logged measured observed)
+# O_BASE_BIN=path: a fifth variant "base", that binary observed (access log and metrics on), measured beside the
+# others: a change's effect on the cost within one run, unmoved by the machine's drift between runs.
+if [[ -n "${O_BASE_BIN:-}" ]]; then
+  [[ -x "$O_BASE_BIN" ]] || die "O_BASE_BIN: no binary at $O_BASE_BIN"
+  O_VARIANTS+=(base)
+fi
 O_LOG="${O_LOG:-file}"
 [[ $O_LOG == file || $O_LOG == pipe || $O_LOG == null ]] || die "O_LOG must be file, pipe or null, not '$O_LOG'"
 # o_start NAME CMD...: like start_proc, with the output going where O_LOG says.
@@ -841,14 +847,15 @@ scenario_o() {
   local -A OB=() MPORT=()
   for srv in "${O_VARIANTS[@]}"; do
     pick_port port
-    level=warn; [[ $srv == logged || $srv == observed ]] && level=info
-    local extra=()
-    if [[ $srv == measured || $srv == observed ]]; then
+    level=warn; [[ $srv == logged || $srv == observed || $srv == base ]] && level=info
+    local extra=() bin="$OCIREGISTRY_BIN"
+    [[ $srv == base ]] && bin="$O_BASE_BIN"
+    if [[ $srv == measured || $srv == observed || $srv == base ]]; then
       pick_port mport
       MPORT[$srv]=$mport
       extra=(--metrics "127.0.0.1:$mport")
     fi
-    o_start "oci-$srv" env RUST_LOG=$level ${O_PIN:+taskset -c 0} "$OCIREGISTRY_BIN" serve \
+    o_start "oci-$srv" env RUST_LOG=$level ${O_PIN:+taskset -c 0} "$bin" serve \
       --listen "127.0.0.1:$port" --data-dir "$TMP/oci-$srv" --config-file "$TMP/ociregistry.yaml" "${extra[@]}"
     wait_http_or_die "http://127.0.0.1:$port/v2/" "oci-$srv"
     OB[$srv]="http://127.0.0.1:$port"
@@ -857,6 +864,7 @@ scenario_o() {
   ( while sleep 1; do
       curl -s -o /dev/null "http://127.0.0.1:${MPORT[measured]}/metrics"
       curl -s -o /dev/null "http://127.0.0.1:${MPORT[observed]}/metrics"
+      [[ -n "${MPORT[base]:-}" ]] && curl -s -o /dev/null "http://127.0.0.1:${MPORT[base]}/metrics"
     done ) &
   scraper=$!
   # O_PIN=1: every server on CPU 0 and wrk on CPU 1, so a variant's extra work shows as lost throughput of a
@@ -904,7 +912,7 @@ for line in open(raw):
         v[srv][key].append(float(val))
 q = statistics.median(v["quiet"]["o_rps"])
 what = {"quiet": "access log and metrics off", "logged": "access log on", "measured": "metrics on, scraped every second",
-        "observed": "access log and metrics on"}
+        "observed": "access log and metrics on", "base": "access log and metrics on, O_BASE_BIN"}
 c = statistics.median(v["quiet"]["o_cpu"])
 log_to_what = {"file": "a file", "pipe": "a pipe read by cat (appending to a file)", "null": "/dev/null"}
 # Each round measures every variant once, within seconds: the median of the per-round ratios to quiet is less
