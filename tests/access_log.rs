@@ -124,21 +124,18 @@ async fn under_load_the_access_log_hands_lines_over_in_batches_not_on_a_fast_tim
             line_comes(&server, 99).await,
             "the line after the load never came"
         );
-        let count = || {
-            server
-                .logs()
-                .iter()
+        let count = |logs: &[String]| {
+            logs.iter()
                 .filter(|l| l.contains(" access: ") && l.contains("path=/v2/ "))
                 .count()
         };
         let expected = sent as usize + 2;
-        for _ in 0..50 {
-            if count() >= expected {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(count(), expected, "access-log lines for the load");
+        server.wait_for_logs(|logs| count(logs) >= expected).await;
+        assert_eq!(
+            count(&server.logs()),
+            expected,
+            "access-log lines for the load"
+        );
     })
     .await;
 }

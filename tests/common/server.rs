@@ -145,8 +145,14 @@ impl Server {
     /// Waits (at most 5 s) until a log line satisfies `pred`: lines arrive through a pipe and a reader thread,
     /// a moment after the server wrote them.
     pub async fn wait_for_log(&self, pred: impl Fn(&str) -> bool) -> bool {
+        self.wait_for_logs(|logs| logs.iter().any(|l| pred(l)))
+            .await
+    }
+
+    /// Waits (at most 5 s) until the log lines so far, taken together, satisfy `pred` (e.g. a count of lines).
+    pub async fn wait_for_logs(&self, pred: impl Fn(&[String]) -> bool) -> bool {
         for _ in 0..250 {
-            if self.logs().iter().any(|l| pred(l)) {
+            if pred(&self.logs()) {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
