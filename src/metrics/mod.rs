@@ -6,12 +6,13 @@
 //! for upstream requests, `admin` for prunes); this module only wires the exporter, serves `/metrics`, and
 //! observes the process and the runtime.
 
+pub mod histogram;
 mod process;
 pub mod tally;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -22,6 +23,10 @@ use prometheus::{Encoder, TextEncoder};
 
 /// Whether metrics are on: hot paths skip working out labels when they are not.
 static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// The registry the exporter writes into, once [`install`] ran: instruments OpenTelemetry has no cheap form of
+/// (see [`histogram`]) are registered in it directly.
+static REGISTRY: OnceLock<prometheus::Registry> = OnceLock::new();
 
 /// Whether [`install`] ran.
 pub fn enabled() -> bool {
@@ -57,6 +62,7 @@ pub fn install() -> anyhow::Result<Arc<Exporter>> {
         .build()
         .context("building the Prometheus exporter")?;
     let provider = SdkMeterProvider::builder().with_reader(exporter).build();
+    let _ = REGISTRY.set(registry.clone());
     opentelemetry::global::set_meter_provider(provider.clone());
     ENABLED.store(true, Ordering::Relaxed);
     process::observe(&meter());
@@ -68,6 +74,16 @@ pub fn install() -> anyhow::Result<Arc<Exporter>> {
         .with_callback(|o| o.observe(crate::logging::dropped_lines(), &[]))
         .build();
     Ok(Arc::new(Exporter { registry, provider }))
+}
+
+/// Adds `collector` to what a scrape shows (nothing happens before [`install`], as with OpenTelemetry's no-op
+/// meter). A collector whose names clash with one registered before is a programming error, reported in the log.
+pub fn register(collector: Box<dyn prometheus::core::Collector>) {
+    if let Some(registry) = REGISTRY.get() {
+        if let Err(err) = registry.register(collector) {
+            tracing::error!(error = %err, "registering a metric");
+        }
+    }
 }
 
 impl Exporter {

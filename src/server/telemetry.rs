@@ -8,11 +8,12 @@ use std::net::IpAddr;
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use opentelemetry::metrics::{BoundHistogram, Counter};
+use opentelemetry::metrics::Counter;
 use opentelemetry::KeyValue;
 
 use crate::cache::CacheStatus;
 use crate::config::{ClientNetworks, Config};
+use crate::metrics::histogram::{Exported, TimeHistograms};
 use crate::metrics::tally::{Counters, Tally};
 
 /// Blob bodies smaller than this never count as slow downloads: their time is mostly latency, not throughput.
@@ -21,9 +22,8 @@ pub const SLOW_DOWNLOAD_MIN_BYTES: u64 = 1024 * 1024;
 struct Instruments {
     /// `ociregistry_http_requests` by endpoint kind, method and status (an observable counter over this).
     requests: Arc<Requests>,
-    /// `ociregistry_http_request_duration`, bound once per endpoint kind and method: a record finds its
-    /// buckets by index, not by hashing and looking up an attribute set.
-    duration: [[BoundHistogram<f64>; Method::ALL.len()]; Endpoint::ALL.len()],
+    /// `ociregistry_http_request_duration_seconds`, a series per endpoint kind and method, found by index.
+    duration: Arc<TimeHistograms>,
     errors: Counter<u64>,
     /// `ociregistry_served_bytes` by cache hit or miss (an observable counter over this).
     served: Arc<Counters<2>>,
@@ -113,20 +113,26 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
             requests
         },
         duration: {
-            let histogram = meter
-                .f64_histogram("ociregistry_http_request_duration")
-                .with_unit("s")
-                .with_description("Time to the response head, by endpoint kind and method")
-                .with_boundaries(crate::metrics::LATENCY_BUCKETS.to_vec())
-                .build();
-            Endpoint::ALL.map(|endpoint| {
-                Method::ALL.map(|method| {
-                    histogram.bind(&[
-                        KeyValue::new("endpoint", endpoint.as_str()),
-                        KeyValue::new("method", method.as_str()),
-                    ])
+            let series = Endpoint::ALL
+                .iter()
+                .flat_map(|endpoint| {
+                    Method::ALL
+                        .iter()
+                        .map(|method| vec![endpoint.as_str(), method.as_str()])
                 })
-            })
+                .collect();
+            let histograms = Arc::new(
+                TimeHistograms::new(
+                    "ociregistry_http_request_duration_seconds",
+                    "Time to the response head, by endpoint kind and method",
+                    crate::metrics::LATENCY_BUCKETS,
+                    &["endpoint", "method"],
+                    series,
+                )
+                .expect("valid metric and label names"),
+            );
+            crate::metrics::register(Box::new(Exported(histograms.clone())));
+            histograms
         },
         errors: meter
             .u64_counter("ociregistry_http_errors")
@@ -379,7 +385,10 @@ pub fn record(
     let i = &*INSTRUMENTS;
     let method = Method::of(method);
     i.requests.add(endpoint, method, status);
-    i.duration[endpoint as usize][method as usize].record(elapsed.as_secs_f64());
+    i.duration.record(
+        endpoint as usize * Method::ALL.len() + method as usize,
+        elapsed,
+    );
     if let Some(code) = error_code {
         i.errors.add(1, &[KeyValue::new("code", code)]);
     }
