@@ -1,5 +1,6 @@
 //! The access log's own path: a request formats its line straight into a buffer of its own thread (an
-//! uncontended lock: no queue, no allocation, nothing handed between cores per request), and one thread takes
+//! uncontended lock: no queue, no allocation, nothing handed between cores per request; what is known before the
+//! request is handed on, its id and target, is formatted then, see [`Opening`]), and one thread takes
 //! the buffers and writes them to stderr when one holds 512 KiB or 100 ms have passed. Formatting through
 //! `tracing-subscriber` on the request's thread, and waking a writer thread per line, cost a fifth to a quarter
 //! of warm manifest throughput; a queue of records formatted by that thread still cost a tenth; taking the
@@ -8,6 +9,7 @@
 //! 100 ms out of order (each carries its timestamp). When a thread's buffer is full (the writer fell far behind)
 //! the line is dropped and counted.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,15 +28,43 @@ const MAX_DELAY: Duration = Duration::from_millis(100);
 /// lines over in large batches at a rate set by its traffic, not by a timer.
 const HAND_OVER_BYTES: usize = 512 * 1024;
 
-/// One request, as the access log reports it: borrowed from the request and the response, formatted at once.
+/// The part of a request's line known before the request is handed on, formatted then: its id, method, path and
+/// query (`  INFO access: id=… method=GET path=… query=…`, or the JSON fields). The target has to be copied out
+/// of the request before it is handed on anyway; copied as this, it goes into the line in one piece.
+pub struct Opening {
+    /// From this thread's spare buffers, given back when dropped (on whichever thread the request ended): no
+    /// allocation per request once each thread has a few.
+    bytes: Vec<u8>,
+}
+
+/// Buffers of this thread for the [`Opening`]s of requests to come.
+const SPARE_OPENINGS: usize = 64;
+thread_local! {
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        let mut bytes = std::mem::take(&mut self.bytes);
+        if bytes.capacity() > 4096 {
+            return;
+        }
+        bytes.clear();
+        // At thread exit the spares may be gone already: the buffer is then freed.
+        let _ = SPARE.try_with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < SPARE_OPENINGS {
+                spare.push(bytes);
+            }
+        });
+    }
+}
+
+/// One request, as the access log reports it: the [`Opening`] and what the response said, formatted at once.
 pub struct AccessRecord<'a> {
     /// When the response head was ready (the wall-clock time is worked out from it, see [`Clock`]).
     pub at: Instant,
-    pub id: u64,
-    pub method: &'a str,
-    pub path: &'a str,
-    /// The query string without its `?` (empty when there is none).
-    pub query: &'a str,
+    pub opening: &'a Opening,
     pub status: u16,
     pub bytes: Option<u64>,
     pub latency_us: u64,
@@ -84,6 +114,45 @@ pub fn enabled() -> bool {
 /// through `tracing`.
 pub fn running() -> bool {
     DRAINER.get().is_some()
+}
+
+/// The start of a request's line, when the access log is running (see [`running`]).
+pub fn open(id: u64, method: &str, path: &str, query: &str) -> Option<Opening> {
+    let log = ACCESS_LOG.get()?;
+    Some(Opening::new(log.format, id, method, path, query))
+}
+
+impl Opening {
+    fn new(format: LogFormat, id: u64, method: &str, path: &str, query: &str) -> Opening {
+        let mut bytes = SPARE
+            .try_with(|spare| spare.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| Vec::with_capacity(256));
+        match format {
+            LogFormat::Text => {
+                bytes.extend_from_slice(b"  INFO access: id=");
+                push_int(&mut bytes, id);
+                bytes.extend_from_slice(b" method=");
+                bytes.extend_from_slice(method.as_bytes());
+                bytes.extend_from_slice(b" path=");
+                bytes.extend_from_slice(path.as_bytes());
+                bytes.extend_from_slice(b" query=");
+                bytes.extend_from_slice(query.as_bytes());
+            }
+            LogFormat::Json => {
+                bytes.extend_from_slice(b"\",\"level\":\"INFO\",\"id\":\"");
+                push_int(&mut bytes, id);
+                bytes.extend_from_slice(b"\",\"method\":");
+                push_json_str(&mut bytes, method);
+                bytes.extend_from_slice(b",\"path\":");
+                push_json_str(&mut bytes, path);
+                bytes.extend_from_slice(b",\"query\":");
+                push_json_str(&mut bytes, query);
+            }
+        }
+        Opening { bytes }
+    }
 }
 
 /// Formats `record` into this thread's buffer, or drops and counts it when the buffer is full.
@@ -215,6 +284,8 @@ fn write_record(
     format: LogFormat,
     clock: &mut Clock,
 ) {
+    // Room for the whole line at once: the pieces below then copy without growing the buffer.
+    out.reserve(r.opening.bytes.len() + 160);
     match format {
         LogFormat::Text => write_text(out, r, at, clock),
         LogFormat::Json => write_json(out, r, at, clock),
@@ -224,14 +295,7 @@ fn write_record(
 /// `2026-11-23T14:03:33.213112Z  INFO access: id=… method=GET path=… query= status=200 bytes=646 …`
 fn write_text(out: &mut Vec<u8>, r: &AccessRecord<'_>, at: Duration, clock: &mut Clock) {
     clock.write(out, at);
-    out.extend_from_slice(b"  INFO access: id=");
-    push_int(out, r.id);
-    out.extend_from_slice(b" method=");
-    out.extend_from_slice(r.method.as_bytes());
-    out.extend_from_slice(b" path=");
-    out.extend_from_slice(r.path.as_bytes());
-    out.extend_from_slice(b" query=");
-    out.extend_from_slice(r.query.as_bytes());
+    out.extend_from_slice(&r.opening.bytes);
     out.extend_from_slice(b" status=");
     push_int(out, r.status);
     if let Some(bytes) = r.bytes {
@@ -251,14 +315,7 @@ fn write_text(out: &mut Vec<u8>, r: &AccessRecord<'_>, at: Duration, clock: &mut
 fn write_json(out: &mut Vec<u8>, r: &AccessRecord<'_>, at: Duration, clock: &mut Clock) {
     out.extend_from_slice(b"{\"timestamp\":\"");
     clock.write(out, at);
-    out.extend_from_slice(b"\",\"level\":\"INFO\",\"id\":\"");
-    push_int(out, r.id);
-    out.extend_from_slice(b"\",\"method\":\"");
-    out.extend_from_slice(r.method.as_bytes());
-    out.extend_from_slice(b"\",\"path\":");
-    let _ = serde_json::to_writer(&mut *out, r.path);
-    out.extend_from_slice(b",\"query\":");
-    let _ = serde_json::to_writer(&mut *out, r.query);
+    out.extend_from_slice(&r.opening.bytes);
     out.extend_from_slice(b",\"status\":");
     push_int(out, r.status);
     if let Some(bytes) = r.bytes {
@@ -278,6 +335,12 @@ fn push_int(out: &mut Vec<u8>, n: impl itoa::Integer) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
+/// A JSON string literal.
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    // Serialising a `&str` into memory cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
 /// The client address as `Display` writes it (IPv4 by hand: `core::fmt` costs more than the rest of the line).
 fn push_client(out: &mut Vec<u8>, client: Option<IpAddr>) {
     match client {
@@ -286,7 +349,10 @@ fn push_client(out: &mut Vec<u8>, client: Option<IpAddr>) {
                 if i > 0 {
                     out.push(b'.');
                 }
-                push_int(out, octet);
+                let (digits, len) = OCTETS[usize::from(octet)];
+                let at = out.len();
+                out.extend_from_slice(&digits);
+                out.truncate(at + len);
             }
         }
         Some(ip) => {
@@ -296,6 +362,24 @@ fn push_client(out: &mut Vec<u8>, client: Option<IpAddr>) {
     }
 }
 
+/// Every octet's digits, padded to three bytes, and how many there are.
+const OCTETS: [([u8; 3], usize); 256] = {
+    let mut table = [([0u8; 3], 0usize); 256];
+    let mut n = 0;
+    while n < 256 {
+        let (h, t, u) = ((n / 100) as u8, (n / 10 % 10) as u8, (n % 10) as u8);
+        table[n] = if n >= 100 {
+            ([b'0' + h, b'0' + t, b'0' + u], 3)
+        } else if n >= 10 {
+            ([b'0' + t, b'0' + u, 0], 2)
+        } else {
+            ([b'0' + u, 0, 0], 1)
+        };
+        n += 1;
+    }
+    table
+};
+
 /// RFC 3339 UTC timestamps with microseconds; the date and time up to the second is formatted once per second.
 /// The wall-clock time of a line is worked out from the monotonic instant the request already read, against a
 /// reading of both clocks taken at most a second earlier: one clock read less per request, and never more than a
@@ -304,7 +388,8 @@ fn push_client(out: &mut Vec<u8>, client: Option<IpAddr>) {
 #[derive(Default)]
 struct Clock {
     second: u64,
-    prefix: Vec<u8>,
+    /// `2026-11-23T14:03:33.` for `second` (empty before the first line): a fixed-size copy per line.
+    prefix: Option<[u8; 20]>,
     synced: Option<(Instant, Duration)>,
 }
 
@@ -327,24 +412,29 @@ impl Clock {
 
     fn write(&mut self, out: &mut Vec<u8>, since_epoch: Duration) {
         let second = since_epoch.as_secs();
-        if self.prefix.is_empty() || second != self.second {
-            self.second = second;
-            self.prefix.clear();
-            // `2026-11-23T14:03:33Z`: keep all but the `Z`.
-            let whole = humantime::format_rfc3339_seconds(
-                SystemTime::UNIX_EPOCH + Duration::from_secs(second),
-            )
-            .to_string();
-            self.prefix
-                .extend_from_slice(&whole.as_bytes()[..whole.len() - 1]);
+        let prefix = match self.prefix {
+            Some(prefix) if second == self.second => prefix,
+            _ => {
+                // `2026-11-23T14:03:33Z` (years 0 to 9999: always 20 bytes): keep all but the `Z`.
+                let whole = humantime::format_rfc3339_seconds(
+                    SystemTime::UNIX_EPOCH + Duration::from_secs(second),
+                )
+                .to_string();
+                let mut prefix = [b'.'; 20];
+                prefix[..19].copy_from_slice(&whole.as_bytes()[..19]);
+                self.second = second;
+                self.prefix = Some(prefix);
+                prefix
+            }
+        };
+        out.extend_from_slice(&prefix);
+        let mut micros = since_epoch.subsec_micros();
+        let mut fraction = [b'Z'; 7];
+        for digit in fraction[..6].iter_mut().rev() {
+            *digit = b'0' + (micros % 10) as u8;
+            micros /= 10;
         }
-        out.extend_from_slice(&self.prefix);
-        let micros = since_epoch.subsec_micros();
-        out.push(b'.');
-        for power in [100_000, 10_000, 1_000, 100, 10, 1] {
-            out.push(b'0' + (micros / power % 10) as u8);
-        }
-        out.push(b'Z');
+        out.extend_from_slice(&fraction);
     }
 }
 
@@ -362,13 +452,20 @@ mod tests {
         Duration::from_micros(1_795_442_613_213_112)
     }
 
-    fn record() -> AccessRecord<'static> {
+    fn opening(format: LogFormat) -> Opening {
+        Opening::new(
+            format,
+            42,
+            "GET",
+            "/v2/docker.io/library/alpine/manifests/3",
+            "ns=a%22b",
+        )
+    }
+
+    fn record(opening: &Opening) -> AccessRecord<'_> {
         AccessRecord {
             at: Instant::now(),
-            id: 42,
-            method: "GET",
-            path: "/v2/docker.io/library/alpine/manifests/3",
-            query: "ns=a%22b",
+            opening,
             status: 200,
             bytes: Some(646),
             latency_us: 1527,
@@ -380,7 +477,8 @@ mod tests {
     #[test]
     fn text_line_matches_the_tracing_format() {
         let mut out = Vec::new();
-        write_text(&mut out, &record(), at(), &mut Clock::default());
+        let opening = opening(LogFormat::Text);
+        write_text(&mut out, &record(&opening), at(), &mut Clock::default());
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "2026-11-23T14:03:33.213112Z  INFO access: id=42 method=GET path=/v2/docker.io/library/alpine/manifests/3 query=ns=a%22b status=200 bytes=646 latency_us=1527 client=127.0.0.1 cache=hit\n"
@@ -389,7 +487,8 @@ mod tests {
 
     #[test]
     fn json_line_is_valid_json_with_the_fields() {
-        let mut r = record();
+        let opening = opening(LogFormat::Json);
+        let mut r = record(&opening);
         r.bytes = None;
         r.client = None;
         let mut out = Vec::new();
@@ -398,6 +497,9 @@ mod tests {
         assert_eq!(v["timestamp"], "2026-11-23T14:03:33.213112Z");
         assert_eq!(v["level"], "INFO");
         assert_eq!(v["target"], "access");
+        assert_eq!(v["id"], "42");
+        assert_eq!(v["method"], "GET");
+        assert_eq!(v["path"], "/v2/docker.io/library/alpine/manifests/3");
         assert_eq!(v["query"], "ns=a%22b");
         assert_eq!(v["status"], 200);
         assert_eq!(v["client"], "-");
@@ -446,6 +548,7 @@ mod tests {
             "10.200.3.45",
             "0.0.0.0",
             "255.255.255.255",
+            "1.22.100.9",
             "::1",
             "fd00::1:2",
         ] {

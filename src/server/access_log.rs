@@ -11,7 +11,6 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
-use smallvec::SmallVec;
 use tracing::Instrument;
 
 use super::request_id;
@@ -65,8 +64,8 @@ async fn observe(request: Request, next: Next, id: u64) -> Response {
     let method = request.method().clone();
     // The endpoint kind is a metrics label only; the log line has the whole path.
     let endpoint = metrics.then(|| super::telemetry::Endpoint::of(request.uri().path()));
-    // The target is kept only for the log line.
-    let target = logging.then(|| Target::of(request.uri()));
+    // The line's start (id, method and target), formatted before the request is handed on.
+    let line = logging.then(|| LineStart::of(id, &method, request.uri()));
     let client = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -98,76 +97,75 @@ async fn observe(request: Request, next: Next, id: u64) -> Response {
         }
         super::telemetry::count_client(client, cache_status);
     }
-    let Some(target) = target else {
+    let Some(line) = line else {
         return response;
     };
-    let (path, query) = target.parts();
-    // The log line's size field only: metrics count the bytes actually sent.
-    let bytes = response
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    // The log line's size field only: metrics count the bytes actually sent. A body of known size says it
+    // without a header lookup; an empty one (a HEAD, a 304) leaves it to `Content-Length`.
+    let bytes = match http_body::Body::size_hint(response.body()).exact() {
+        Some(n) if n > 0 => Some(n),
+        _ => response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok()),
+    };
     let cache = cache_status.map_or("-", |c| c.as_str());
     let status = response.status().as_u16();
     let latency_us = elapsed.as_micros() as u64;
-    if crate::logging::access::running() {
-        crate::logging::access::submit(&crate::logging::access::AccessRecord {
-            at: end,
-            id,
-            method: method.as_str(),
-            path,
-            query,
-            status,
-            bytes,
-            latency_us,
-            client,
-            cache,
-        });
-    } else {
+    match line {
+        LineStart::Formatted(opening) => {
+            crate::logging::access::submit(&crate::logging::access::AccessRecord {
+                at: end,
+                opening: &opening,
+                status,
+                bytes,
+                latency_us,
+                client,
+                cache,
+            })
+        }
         // No access-log thread (the logger was not installed, e.g. embedded in a test): plain `tracing`.
-        tracing::info!(
+        LineStart::Traced(uri) => tracing::info!(
             target: "access",
             id = %id,
             method = %method,
-            path = %path,
-            query = %query,
+            path = %uri.path(),
+            query = %uri.query().unwrap_or(""),
             status,
             bytes,
             latency_us,
             client = %client.map_or(String::from("-"), |ip| ip.to_string()),
             cache = %cache,
-        );
+        ),
     }
     response
 }
 
-/// The request target (path and query), copied for the log line before the request is handed on: cloning the
-/// `Uri` instead would allocate to share its bytes (hyper parses it into bytes owned by one buffer).
-struct Target {
-    bytes: SmallVec<[u8; 256]>,
-    path_len: usize,
+/// What a request's log line needs from the request, taken before it is handed on.
+enum LineStart {
+    /// Formatted for the access log's own path (see `crate::logging::access`).
+    Formatted(crate::logging::access::Opening),
+    /// For `tracing`, when the access log is not running.
+    Traced(axum::http::Uri),
 }
 
-impl Target {
-    fn of(uri: &axum::http::Uri) -> Target {
-        let path = uri.path();
-        let mut bytes = SmallVec::from_slice(path.as_bytes());
-        if let Some(query) = uri.query() {
-            bytes.extend_from_slice(query.as_bytes());
+impl LineStart {
+    fn of(id: u64, method: &axum::http::Method, uri: &axum::http::Uri) -> LineStart {
+        let opening = crate::logging::access::running()
+            .then(|| {
+                crate::logging::access::open(
+                    id,
+                    method.as_str(),
+                    uri.path(),
+                    uri.query().unwrap_or(""),
+                )
+            })
+            .flatten();
+        match opening {
+            Some(opening) => LineStart::Formatted(opening),
+            None => LineStart::Traced(uri.clone()),
         }
-        Target {
-            bytes,
-            path_len: path.len(),
-        }
-    }
-
-    /// The path and the query without its `?` (empty when there is none).
-    fn parts(&self) -> (&str, &str) {
-        // Both came from `&str`s; the split is at the boundary between them.
-        let path = std::str::from_utf8(&self.bytes[..self.path_len]).unwrap_or("");
-        let query = std::str::from_utf8(&self.bytes[self.path_len..]).unwrap_or("");
-        (path, query)
     }
 }
 
