@@ -110,14 +110,10 @@ pub fn enabled() -> bool {
     }
 }
 
-/// Whether the access log is running (the logger was installed with access lines on); without it callers log
-/// through `tracing`.
-pub fn running() -> bool {
-    DRAINER.get().is_some()
-}
-
-/// The start of a request's line, when the access log is running (see [`running`]).
+/// The start of a request's line, when the access log is running (the logger was installed with access lines
+/// on); `None` otherwise, and callers then log through `tracing`.
 pub fn open(id: u64, method: &str, path: &str, query: &str) -> Option<Opening> {
+    DRAINER.get()?;
     let log = ACCESS_LOG.get()?;
     Some(Opening::new(log.format, id, method, path, query))
 }

@@ -152,17 +152,8 @@ enum LineStart {
 
 impl LineStart {
     fn of(id: u64, method: &axum::http::Method, uri: &axum::http::Uri) -> LineStart {
-        let opening = crate::logging::access::running()
-            .then(|| {
-                crate::logging::access::open(
-                    id,
-                    method.as_str(),
-                    uri.path(),
-                    uri.query().unwrap_or(""),
-                )
-            })
-            .flatten();
-        match opening {
+        let query = uri.query().unwrap_or("");
+        match crate::logging::access::open(id, method.as_str(), uri.path(), query) {
             Some(opening) => LineStart::Formatted(opening),
             None => LineStart::Traced(uri.clone()),
         }
