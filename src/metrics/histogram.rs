@@ -18,14 +18,12 @@ use thread_local::ThreadLocal;
 
 /// Time histograms for a fixed set of series (label values known by index).
 pub struct TimeHistograms {
+    /// The family's name, help and label names.
     desc: Desc,
-    name: String,
-    help: String,
     /// Upper bounds in seconds, as exported, and in nanoseconds, as compared.
     bounds: Vec<f64>,
     bounds_ns: Vec<u64>,
-    label_names: Vec<&'static str>,
-    /// Each series' label values, in the order of `label_names`.
+    /// Each series' label values, in the order of the label names.
     series: Vec<Vec<&'static str>>,
     /// Per thread, per series: a count per bucket (the last one past every bound), then the sum in nanoseconds.
     threads: ThreadLocal<Box<[AtomicU64]>>,
@@ -38,7 +36,7 @@ impl TimeHistograms {
         name: &str,
         help: &str,
         bounds: &[f64],
-        label_names: &[&'static str],
+        label_names: &[&str],
         series: Vec<Vec<&'static str>>,
     ) -> prometheus::Result<TimeHistograms> {
         let desc = Desc::new(
@@ -49,11 +47,8 @@ impl TimeHistograms {
         )?;
         Ok(TimeHistograms {
             desc,
-            name: name.into(),
-            help: help.into(),
             bounds: bounds.to_vec(),
             bounds_ns: bounds.iter().map(|s| (s * 1e9).round() as u64).collect(),
-            label_names: label_names.to_vec(),
             series,
             threads: ThreadLocal::new(),
         })
@@ -124,12 +119,13 @@ impl TimeHistograms {
                 histogram.set_sample_sum(cells[stride - 1] as f64 / 1e9);
                 let mut metric = proto::Metric::default();
                 metric.set_label(
-                    self.label_names
+                    self.desc
+                        .variable_labels
                         .iter()
                         .zip(values)
                         .map(|(name, value)| {
                             let mut pair = proto::LabelPair::default();
-                            pair.set_name(name.to_string());
+                            pair.set_name(name.clone());
                             pair.set_value(value.to_string());
                             pair
                         })
@@ -140,8 +136,8 @@ impl TimeHistograms {
             })
             .collect();
         let mut family = proto::MetricFamily::default();
-        family.set_name(self.name.clone());
-        family.set_help(self.help.clone());
+        family.set_name(self.desc.fq_name.clone());
+        family.set_help(self.desc.help.clone());
         family.set_field_type(proto::MetricType::HISTOGRAM);
         family.set_metric(metrics);
         family

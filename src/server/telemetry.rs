@@ -171,6 +171,12 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
     }
 });
 
+/// The index of an (endpoint kind, method) pair, in the order of `Endpoint::ALL` then `Method::ALL`: the order of
+/// the latency histogram's series, and of the request counters' blocks of statuses.
+fn series(endpoint: Endpoint, method: Method) -> usize {
+    endpoint as usize * Method::ALL.len() + method as usize
+}
+
 /// Statuses the API answers with, counted in fixed cells; any other is counted in a [`Tally`].
 const STATUSES: [u16; 17] = [
     200, 206, 304, 307, 400, 401, 403, 404, 405, 406, 413, 416, 429, 500, 502, 503, 504,
@@ -193,7 +199,7 @@ impl Requests {
     }
 
     fn cell(endpoint: Endpoint, method: Method, slot: usize) -> usize {
-        (endpoint as usize * Method::ALL.len() + method as usize) * STATUSES.len() + slot
+        series(endpoint, method) * STATUSES.len() + slot
     }
 
     /// Calls `f` with every (endpoint, method, status) counted and its count (at scrape time).
@@ -385,10 +391,7 @@ pub fn record(
     let i = &*INSTRUMENTS;
     let method = Method::of(method);
     i.requests.add(endpoint, method, status);
-    i.duration.record(
-        endpoint as usize * Method::ALL.len() + method as usize,
-        elapsed,
-    );
+    i.duration.record(series(endpoint, method), elapsed);
     if let Some(code) = error_code {
         i.errors.add(1, &[KeyValue::new("code", code)]);
     }
