@@ -57,23 +57,13 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
                 "Background tag revalidations, by namespace and result (moved, unchanged, failed)",
             )
             .build(),
-        hot_requests: {
-            let hot: Arc<Counters<2>> = Arc::new(Counters::default());
-            let observed = hot.clone();
+        hot_requests: Counters::exported(
             meter
                 .u64_observable_counter("ociregistry_hot_cache_requests")
-                .with_description("Hot-cache lookups of manifests and tags, by result")
-                .with_callback(move |o| {
-                    for (index, result) in [(0, "miss"), (1, "hit")] {
-                        let n = observed.sum(index);
-                        if n > 0 {
-                            o.observe(n, &[KeyValue::new("result", result)]);
-                        }
-                    }
-                })
-                .build();
-            hot
-        },
+                .with_description("Hot-cache lookups of manifests and tags, by result"),
+            "result",
+            ["miss", "hit"],
+        ),
     }
 });
 

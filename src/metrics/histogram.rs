@@ -16,6 +16,8 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto;
 use thread_local::ThreadLocal;
 
+use super::tally::add_own;
+
 /// Time histograms for a fixed set of series (label values known by index).
 pub struct TimeHistograms {
     /// The family's name, help and label names.
@@ -75,15 +77,8 @@ impl TimeHistograms {
             .iter()
             .position(|&bound| nanos <= bound)
             .unwrap_or(self.bounds_ns.len());
-        // One writer per cell (a thread id is reused only after its thread ended): no locked read-modify-write.
-        let add = |cell: &AtomicU64, n: u64| {
-            cell.store(
-                cell.load(Ordering::Relaxed).wrapping_add(n),
-                Ordering::Relaxed,
-            )
-        };
-        add(&series[bucket], 1);
-        add(&series[stride - 1], nanos);
+        add_own(&series[bucket], 1);
+        add_own(&series[stride - 1], nanos);
     }
 
     /// The family as a scrape shows it: every series, summed over the threads.

@@ -12,8 +12,10 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use opentelemetry::metrics::{AsyncInstrumentBuilder, ObservableCounter};
+use opentelemetry::KeyValue;
 use rustc_hash::FxHasher;
 use thread_local::ThreadLocal;
 
@@ -92,8 +94,7 @@ impl<const N: usize> Counters<N> {
         let cell = &self
             .threads
             .get_or(|| std::array::from_fn(|_| AtomicU64::new(0)))[index];
-        // One writer per cell (a thread id is reused only after its thread ended): no locked read-modify-write.
-        cell.store(cell.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+        add_own(cell, n);
     }
 
     /// The count of key `index`, summed over the threads (at scrape time).
@@ -103,6 +104,37 @@ impl<const N: usize> Counters<N> {
             .map(|cells| cells[index].load(Ordering::Relaxed))
             .sum()
     }
+
+    /// New counters, exported through `counter` (an observable counter, named and described): key `i` is the
+    /// series `label="values[i]"`, left out while its count is zero.
+    pub fn exported(
+        counter: AsyncInstrumentBuilder<'_, ObservableCounter<u64>, u64>,
+        label: &'static str,
+        values: [&'static str; N],
+    ) -> Arc<Self> {
+        let counters = Arc::new(Counters::default());
+        let observed = counters.clone();
+        counter
+            .with_callback(move |o| {
+                for (index, value) in values.into_iter().enumerate() {
+                    let n = observed.sum(index);
+                    if n > 0 {
+                        o.observe(n, &[KeyValue::new(label, value)]);
+                    }
+                }
+            })
+            .build();
+        counters
+    }
+}
+
+/// Adds `n` to a cell only the calling thread writes (a thread id is reused only after its thread ended): a
+/// load and a store, no locked read-modify-write.
+pub fn add_own(cell: &AtomicU64, n: u64) {
+    cell.store(
+        cell.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -115,7 +147,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     #[test]
     fn counts_by_key() {

@@ -138,24 +138,15 @@ static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| {
             .u64_counter("ociregistry_http_errors")
             .with_description("API error answers, by OCI error code")
             .build(),
-        served: {
-            let served: Arc<Counters<2>> = Arc::new(Counters::default());
-            let observed = served.clone();
+        // Counted at index `cache as usize`.
+        served: Counters::exported(
             meter
                 .u64_observable_counter("ociregistry_served")
                 .with_unit("By")
-                .with_description("Bytes of manifest and blob bodies answered, by cache hit or miss")
-                .with_callback(move |o| {
-                    for cache in [CacheStatus::Hit, CacheStatus::Miss] {
-                        let n = observed.sum(cache as usize);
-                        if n > 0 {
-                            o.observe(n, &[KeyValue::new("cache", cache.as_str())]);
-                        }
-                    }
-                })
-                .build();
-            served
-        },
+                .with_description("Bytes of manifest and blob bodies answered, by cache hit or miss"),
+            "cache",
+            [CacheStatus::Hit.as_str(), CacheStatus::Miss.as_str()],
+        ),
         slow_downloads: meter
             .u64_counter("ociregistry_slow_downloads")
             .with_description(
