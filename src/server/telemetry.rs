@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use opentelemetry::metrics::Counter;
 use opentelemetry::KeyValue;
 
+use super::path::ApiPath;
 use crate::cache::CacheStatus;
 use crate::config::{ClientNetworks, Config};
 use crate::metrics::histogram::{Exported, TimeHistograms};
@@ -228,33 +229,16 @@ impl Endpoint {
         Endpoint::Other,
     ];
 
-    /// The kind of endpoint `path` is: the segment before the last one names it (`/v2/<name>/manifests/<ref>`),
-    /// found from the end (a vectorised search over the reference, which is mostly a 71-byte digest), which is
-    /// cheaper than searching the whole path for each kind.
+    /// The kind of endpoint `path` is, as the router parses it ([`ApiPath`]).
     pub fn of(path: &str) -> Endpoint {
         if path == "/v2" || path == "/v2/" {
             return Endpoint::Base;
         }
-        let Some(rest) = path.as_bytes().strip_prefix(b"/v2/") else {
-            return Endpoint::Other;
-        };
-        let Some(slash) = memchr::memrchr(b'/', rest) else {
-            return Endpoint::Other;
-        };
-        let before = &rest[..slash];
-        let is = |kind: &[u8]| {
-            before
-                .strip_suffix(kind)
-                .is_some_and(|name| name.is_empty() || name.ends_with(b"/"))
-        };
-        if is(b"manifests") {
-            Endpoint::Manifest
-        } else if is(b"blobs") {
-            Endpoint::Blob
-        } else if is(b"referrers") {
-            Endpoint::Referrers
-        } else {
-            Endpoint::Other
+        match path.strip_prefix("/v2/").and_then(ApiPath::split) {
+            Some(ApiPath::Manifest { .. }) => Endpoint::Manifest,
+            Some(ApiPath::Blob { .. }) => Endpoint::Blob,
+            Some(ApiPath::Referrers { .. }) => Endpoint::Referrers,
+            None => Endpoint::Other,
         }
     }
 
@@ -435,6 +419,9 @@ mod tests {
             ("/v2/a/tags/list", Endpoint::Other),
             ("/v2/_catalog", Endpoint::Other),
             ("/v2/a/manifests/", Endpoint::Manifest),
+            // No name: the router answers 404, and so it is no manifest request.
+            ("/v2/manifests/x", Endpoint::Other),
+            ("/v2/xmanifests/x", Endpoint::Other),
             ("/healthz", Endpoint::Other),
         ] {
             assert_eq!(Endpoint::of(path), kind, "{path}");
