@@ -126,7 +126,7 @@ fn respond(
 }
 
 fn respond_unsized(digest: &Digest, body: Body, status: CacheStatus) -> Response<Body> {
-    let mut response = Response::new(body);
+    let mut response = super::headers::content_answer(body);
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, OCTET_STREAM);
     headers.insert(header::ACCEPT_RANGES, BYTES);

@@ -40,7 +40,7 @@ fn respond(
     } else {
         Body::from(manifest.body.clone())
     };
-    let mut response = Response::new(body);
+    let mut response = super::headers::content_answer(body);
     if not_modified {
         *response.status_mut() = StatusCode::NOT_MODIFIED;
     }

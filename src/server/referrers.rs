@@ -30,7 +30,7 @@ pub async fn serve(
     } else {
         Body::from(referrers.body)
     };
-    let mut response = Response::new(body);
+    let mut response = super::headers::content_answer(body);
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(OCI_INDEX));
     headers.insert(header::CONTENT_LENGTH, length.into());
