@@ -57,8 +57,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/v2", any(base))
         .route("/v2/", any(base))
-        .route("/v2/{*rest}", any(api))
-        .fallback(not_found)
+        .fallback(api_or_not_found)
         .layer(axum::middleware::from_fn(access_log::log_request));
     // Probes are not API traffic: outside the access log.
     Router::new()
@@ -107,13 +106,18 @@ async fn not_found(method: Method, uri: Uri) -> Response<Body> {
     .into_response()
 }
 
-/// Everything under `/v2/`: manifests and blobs, any nesting of repository names.
-async fn api(
+/// Everything under `/v2/` is the API: manifests and blobs, any nesting of repository names; anything else is
+/// not found. A fallback rather than a `/v2/{*rest}` route: axum would percent-decode the capture on every
+/// request (about 2,000 instructions, 5% of a warm manifest GET) only for [`handle_api`] to decode the path again.
+async fn api_or_not_found(
     State(state): State<Arc<AppState>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response<Body> {
+    if !uri.path().starts_with("/v2/") {
+        return not_found(method, uri).await;
+    }
     match handle_api(&state, &method, &uri, &headers).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
@@ -129,9 +133,15 @@ async fn handle_api(
     check_read_method(method)?;
     // Clients generated from OpenAPI send `:` and `/` percent-encoded; registry clients send them literally.
     // Both mean the same; validation of names, tags and digests comes after decoding.
-    let path = percent_encoding::percent_decode_str(uri.path())
-        .decode_utf8()
-        .map_err(|_| RegistryError::NameInvalid("request path is not valid UTF-8".into()))?;
+    // Most paths have nothing to decode: a vectorised look for `%` spares the byte-by-byte decoder (and the UTF-8
+    // check of its result) on every request.
+    let path = if memchr::memchr(b'%', uri.path().as_bytes()).is_none() {
+        std::borrow::Cow::Borrowed(uri.path())
+    } else {
+        percent_encoding::percent_decode_str(uri.path())
+            .decode_utf8()
+            .map_err(|_| RegistryError::NameInvalid("request path is not valid UTF-8".into()))?
+    };
     let rest = path.strip_prefix("/v2/").unwrap_or_default();
     let api_path = ApiPath::parse(rest)?;
     let ns = query_value(uri, "ns");
