@@ -229,7 +229,8 @@ impl Endpoint {
         Endpoint::Other,
     ];
 
-    /// The kind of endpoint `path` is, as the router parses it ([`ApiPath`]).
+    /// The kind of endpoint `path` is, by the router's parser ([`ApiPath`]) on the path as sent: the router decodes
+    /// it first, which changes the kind only for a percent-encoded `/` around `manifests`, `blobs` or `referrers`.
     pub fn of(path: &str) -> Endpoint {
         if path == "/v2" || path == "/v2/" {
             return Endpoint::Base;
