@@ -79,11 +79,48 @@ impl HotCache {
 
     /// Key of a manifest by digest within a repository: `registry/repository@digest`.
     pub fn manifest_key(target: &Target, digest: &Digest) -> Box<str> {
-        format!("{target}@{digest}").into_boxed_str()
+        key(target, '@', digest.as_str())
     }
 
     /// Key of a tag: `registry/repository:tag`.
     pub fn tag_key(target: &Target, tag: &str) -> Box<str> {
-        format!("{target}:{tag}").into_boxed_str()
+        key(target, ':', tag)
+    }
+}
+
+/// `registry/repository` then `separator` and `last`, in one allocation of the exact size. Every warm manifest GET
+/// builds one: `format!` through `Target`'s `Display` cost about 1,500 instructions, a twentieth of the request.
+fn key(target: &Target, separator: char, last: &str) -> Box<str> {
+    let mut key = String::with_capacity(
+        target.registry.len() + 1 + target.repository.len() + separator.len_utf8() + last.len(),
+    );
+    key.push_str(&target.registry);
+    key.push('/');
+    key.push_str(&target.repository);
+    key.push(separator);
+    key.push_str(last);
+    key.into_boxed_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_the_repository_and_the_reference() {
+        let target = Target {
+            registry: Arc::from("registry.k8s.io"),
+            repository: "sig/pause".to_owned(),
+            credentials: None,
+        };
+        let digest: Digest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
+        assert_eq!(
+            &*HotCache::manifest_key(&target, &digest),
+            format!("registry.k8s.io/sig/pause@{digest}")
+        );
+        assert_eq!(
+            &*HotCache::tag_key(&target, "3.10"),
+            "registry.k8s.io/sig/pause:3.10"
+        );
     }
 }
