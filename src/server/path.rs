@@ -26,22 +26,23 @@ impl<'a> ApiPath<'a> {
     /// names the endpoint the router took.
     pub fn split(rest: &'a str) -> Option<ApiPath<'a>> {
         // From the end (the name may hold slashes), by a vectorised search: the last segment is mostly a 71-byte
-        // digest, and the metrics ask for every request.
+        // digest, and the metrics ask for every request. The segment before it is one of three words, compared
+        // in place rather than searched for.
         let last_slash = memchr::memrchr(b'/', rest.as_bytes())?;
         let (head, last) = (&rest[..last_slash], &rest[last_slash + 1..]);
-        let kind_slash = memchr::memrchr(b'/', head.as_bytes())?;
-        let (name, kind) = (&head[..kind_slash], &head[kind_slash + 1..]);
-        if name.is_empty() {
-            return None;
-        }
-        match kind {
-            "manifests" => Some(ApiPath::Manifest {
+        let name_of = |kind: &str| {
+            let name = head.strip_suffix(kind)?.strip_suffix('/')?;
+            (!name.is_empty()).then_some(name)
+        };
+        if let Some(name) = name_of("manifests") {
+            Some(ApiPath::Manifest {
                 name,
                 reference: last,
-            }),
-            "blobs" => Some(ApiPath::Blob { name, digest: last }),
-            "referrers" => Some(ApiPath::Referrers { name, digest: last }),
-            _ => None,
+            })
+        } else if let Some(name) = name_of("blobs") {
+            Some(ApiPath::Blob { name, digest: last })
+        } else {
+            name_of("referrers").map(|name| ApiPath::Referrers { name, digest: last })
         }
     }
 }
@@ -67,6 +68,16 @@ mod tests {
             }
         );
         assert!(ApiPath::parse("manifests/latest").is_err());
+        assert!(ApiPath::parse("/manifests/latest").is_err());
+        assert!(ApiPath::parse("a/xmanifests/latest").is_err());
+        assert!(ApiPath::parse("a/manifests/").is_ok());
+        assert_eq!(
+            ApiPath::parse("a/blobs/referrers/sha256:00").unwrap(),
+            ApiPath::Referrers {
+                name: "a/blobs",
+                digest: "sha256:00"
+            }
+        );
         assert!(ApiPath::parse("a/tags/list").is_err());
         assert!(ApiPath::parse("_catalog").is_err());
     }
