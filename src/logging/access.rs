@@ -283,8 +283,8 @@ fn write_record(
     let stamp = clock.stamp(at);
     let mut tail = Tail::new();
     match format {
-        LogFormat::Text => text_tail(&mut tail, r),
-        LogFormat::Json => json_tail(&mut tail, r),
+        LogFormat::Text => write_tail::<TextWords>(&mut tail, r),
+        LogFormat::Json => write_tail::<JsonWords>(&mut tail, r),
     }
     // Room for the whole line at once, then three copies: the timestamp (a fixed size), the opening, the tail.
     out.reserve(JSON_HEAD.len() + stamp.len() + r.opening.bytes.len() + tail.len);
@@ -298,39 +298,57 @@ fn write_record(
 
 const JSON_HEAD: &[u8] = b"{\"timestamp\":\"";
 
-/// `… status=200 bytes=646 latency_us=1527 client=127.0.0.1 cache=hit`: the line after the [`Opening`], in the
-/// fields and order the `tracing` formatter writes.
-fn text_tail(tail: &mut Tail, r: &AccessRecord<'_>) {
-    tail.put(b" status=");
-    tail.put_status(r.status);
-    if let Some(bytes) = r.bytes {
-        tail.put(b" bytes=");
-        tail.put_int(bytes);
-    }
-    tail.put(b" latency_us=");
-    tail.put_int(r.latency_us);
-    tail.put(b" client=");
-    tail.put_client(r.client);
-    tail.put(b" cache=");
-    tail.put_short(r.cache);
-    tail.put(b"\n");
+/// The words around the fields of a line's tail, per format. One writer serves both formats, compiled once for
+/// each, so every word is a constant (a few moves to copy).
+trait TailWords {
+    const STATUS: &'static [u8];
+    const BYTES: &'static [u8];
+    const LATENCY: &'static [u8];
+    const CLIENT: &'static [u8];
+    const CACHE: &'static [u8];
+    const END: &'static [u8];
+}
+
+/// `… status=200 bytes=646 latency_us=1527 client=127.0.0.1 cache=hit`: the fields and order the `tracing`
+/// formatter writes.
+struct TextWords;
+
+impl TailWords for TextWords {
+    const STATUS: &'static [u8] = b" status=";
+    const BYTES: &'static [u8] = b" bytes=";
+    const LATENCY: &'static [u8] = b" latency_us=";
+    const CLIENT: &'static [u8] = b" client=";
+    const CACHE: &'static [u8] = b" cache=";
+    const END: &'static [u8] = b"\n";
 }
 
 /// The fields and names `tracing-subscriber`'s flattened JSON format uses for the same event.
-fn json_tail(tail: &mut Tail, r: &AccessRecord<'_>) {
-    tail.put(b",\"status\":");
+struct JsonWords;
+
+impl TailWords for JsonWords {
+    const STATUS: &'static [u8] = b",\"status\":";
+    const BYTES: &'static [u8] = b",\"bytes\":";
+    const LATENCY: &'static [u8] = b",\"latency_us\":";
+    const CLIENT: &'static [u8] = b",\"client\":\"";
+    const CACHE: &'static [u8] = b"\",\"cache\":\"";
+    const END: &'static [u8] = b"\",\"target\":\"access\"}\n";
+}
+
+/// The line after the [`Opening`]: status, bytes, latency, client and cache.
+fn write_tail<W: TailWords>(tail: &mut Tail, r: &AccessRecord<'_>) {
+    tail.put(W::STATUS);
     tail.put_status(r.status);
     if let Some(bytes) = r.bytes {
-        tail.put(b",\"bytes\":");
+        tail.put(W::BYTES);
         tail.put_int(bytes);
     }
-    tail.put(b",\"latency_us\":");
+    tail.put(W::LATENCY);
     tail.put_int(r.latency_us);
-    tail.put(b",\"client\":\"");
+    tail.put(W::CLIENT);
     tail.put_client(r.client);
-    tail.put(b"\",\"cache\":\"");
+    tail.put(W::CACHE);
     tail.put_short(r.cache);
-    tail.put(b"\",\"target\":\"access\"}\n");
+    tail.put(W::END);
 }
 
 /// Room for a line's tail: the longest (JSON, an IPv6 client, both numbers at 20 digits) takes about 150 bytes.
@@ -690,7 +708,7 @@ mod tests {
                 .unwrap(),
         );
         r.cache = "miss";
-        for tail_of in [text_tail, json_tail] {
+        for tail_of in [write_tail::<TextWords>, write_tail::<JsonWords>] {
             let mut tail = Tail::new();
             tail_of(&mut tail, &r);
             assert!(tail.len + 16 < TAIL_ROOM, "{} bytes", tail.len);
