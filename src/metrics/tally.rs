@@ -1,6 +1,6 @@
 //! Counters for the request path. Each thread counts into cells of its own, found through `thread_local`:
-//! [`Counters`] for a few keys known by index (a plain add), [`Tally`] for open key sets (a small map behind an
-//! uncontended lock). A scrape sums the threads' cells and reports the totals through an OpenTelemetry
+//! [`Counters`] for a few keys known by index (a plain add), [`Tally`] for open key sets (a short list, then a map,
+//! behind an uncontended lock). A scrape sums the threads' cells and reports the totals through an OpenTelemetry
 //! observable counter, so the exported series are the same as a counter's.
 //!
 //! Why not an OpenTelemetry counter `add`: it builds, hashes and looks up an attribute set per measurement, and
@@ -19,7 +19,51 @@ use opentelemetry::KeyValue;
 use rustc_hash::FxHasher;
 use thread_local::ThreadLocal;
 
-type Cells<K> = HashMap<K, u64, BuildHasherDefault<FxHasher>>;
+/// A thread's counts: the first [`FEW`] keys in a list searched in order, any further ones in a map. The keys
+/// counted on the request path are few (upstream namespaces); comparing a short string with one or two keys
+/// costs a fraction of hashing it and probing a map.
+struct Cells<K> {
+    few: Vec<(K, u64)>,
+    more: HashMap<K, u64, BuildHasherDefault<FxHasher>>,
+}
+
+/// How many keys a thread keeps in its list before using the map.
+const FEW: usize = 8;
+
+impl<K> Default for Cells<K> {
+    fn default() -> Self {
+        Cells {
+            few: Vec::new(),
+            more: HashMap::default(),
+        }
+    }
+}
+
+impl<K: Eq + Hash> Cells<K> {
+    /// The count of the key `key` borrows from, made with `owned` (at 0) the first time.
+    fn count<Q>(&mut self, key: &Q, owned: impl FnOnce() -> K) -> &mut u64
+    where
+        K: Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        // An index, not a reference from the search: the borrow checker would hold it over the pushes below.
+        if let Some(i) = self.few.iter().position(|(k, _)| k.borrow() == key) {
+            return &mut self.few[i].1;
+        }
+        if self.few.len() < FEW {
+            self.few.push((owned(), 0));
+            return &mut self.few.last_mut().expect("just pushed").1;
+        }
+        if !self.more.contains_key(key) {
+            self.more.insert(owned(), 0);
+        }
+        self.more.get_mut(key).expect("just inserted")
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&K, &u64)> {
+        self.few.iter().map(|(k, n)| (k, n)).chain(self.more.iter())
+    }
+}
 
 /// Cumulative counts by key.
 pub struct Tally<K: Eq + Hash + Send> {
@@ -37,7 +81,7 @@ impl<K: Eq + Hash + Send> Default for Tally<K> {
 impl<K: Eq + Hash + Clone + Send> Tally<K> {
     /// Adds `n` to `key`'s count.
     pub fn add(&self, key: K, n: u64) {
-        *self.cells().entry(key).or_insert(0) += n;
+        self.add_borrowed(&key, n, || key.clone());
     }
 
     /// Adds `n` to the count of the key `key` borrows from, making the key with `owned` only the first time
@@ -47,18 +91,12 @@ impl<K: Eq + Hash + Clone + Send> Tally<K> {
         K: Borrow<Q>,
         Q: Eq + Hash + ?Sized,
     {
-        let mut cells = self.cells();
-        match cells.get_mut(key) {
-            Some(count) => *count += n,
-            None => {
-                cells.insert(owned(), n);
-            }
-        }
+        *self.cells().count(key, owned) += n;
     }
 
     /// Calls `f` with every key and its count summed over the threads (at scrape time).
     pub fn each(&self, mut f: impl FnMut(&K, u64)) {
-        let mut total = Cells::default();
+        let mut total: HashMap<K, u64, BuildHasherDefault<FxHasher>> = HashMap::default();
         for cells in self.threads.iter() {
             for (key, n) in lock(cells).iter() {
                 *total.entry(key.clone()).or_insert(0) += n;
@@ -158,6 +196,24 @@ mod tests {
         tally.each(|k, v| seen.push((*k, v)));
         seen.sort();
         assert_eq!(seen, vec![(("a", 200), 3), (("b", 404), 1)]);
+    }
+
+    #[test]
+    fn counts_keys_beyond_the_list_in_the_map() {
+        let tally: Tally<String> = Tally::default();
+        for round in 1..=3 {
+            for k in 0..FEW * 3 {
+                tally.add_borrowed(format!("k{k}").as_str(), round, || format!("k{k}"));
+            }
+        }
+        let mut seen = Vec::new();
+        tally.each(|k, v| seen.push((k.clone(), v)));
+        seen.sort();
+        let mut expected: Vec<_> = (0..FEW * 3).map(|k| (format!("k{k}"), 6)).collect();
+        expected.sort();
+        assert_eq!(seen, expected);
+        let cells = tally.cells();
+        assert_eq!((cells.few.len(), cells.more.len()), (FEW, FEW * 2));
     }
 
     #[test]
