@@ -1,7 +1,6 @@
 //! The access log's own path: a request formats its line straight into a buffer of its own thread (an
-//! uncontended lock: no queue, no allocation, nothing handed between cores per request; what is known before the
-//! request is handed on, its id and target, is formatted then, see [`Opening`]), and one thread takes
-//! the buffers and writes them to stderr when one holds 512 KiB or 100 ms have passed. Formatting through
+//! uncontended lock: no queue, no allocation, nothing handed between cores per request; the whole line at once,
+//! when the response head is ready, see [`write_line`]), and one thread takes the buffers and writes them to stderr when one holds 512 KiB or 100 ms have passed. Formatting through
 //! `tracing-subscriber` on the request's thread, and waking a writer thread per line, cost a fifth to a quarter
 //! of warm manifest throughput; a queue of records formatted by that thread still cost a tenth; taking the
 //! buffers every 10 ms cost about a twentieth where the server shared its core. The lines are the ones the
@@ -9,8 +8,8 @@
 //! 100 ms out of order (each carries its timestamp). When a thread's buffer is full (the writer fell far behind)
 //! the line is dropped and counted.
 
-use std::cell::RefCell;
 use std::io::Write;
+use std::mem::MaybeUninit;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -28,43 +27,14 @@ const MAX_DELAY: Duration = Duration::from_millis(100);
 /// lines over in large batches at a rate set by its traffic, not by a timer.
 const HAND_OVER_BYTES: usize = 512 * 1024;
 
-/// The part of a request's line known before the request is handed on, formatted then: its id, method, path and
-/// query (`  INFO access: id=… method=GET path=… query=…`, or the JSON fields). The target has to be copied out
-/// of the request before it is handed on anyway; copied as this, it goes into the line in one piece.
-pub struct Opening {
-    /// From this thread's spare buffers, given back when dropped (on whichever thread the request ended): no
-    /// allocation per request once each thread has a few.
-    bytes: Vec<u8>,
-}
-
-/// Buffers of this thread for the [`Opening`]s of requests to come.
-const SPARE_OPENINGS: usize = 64;
-thread_local! {
-    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
-}
-
-impl Drop for Opening {
-    fn drop(&mut self) {
-        let mut bytes = std::mem::take(&mut self.bytes);
-        if bytes.capacity() > 4096 {
-            return;
-        }
-        bytes.clear();
-        // At thread exit the spares may be gone already: the buffer is then freed.
-        let _ = SPARE.try_with(|spare| {
-            let mut spare = spare.borrow_mut();
-            if spare.len() < SPARE_OPENINGS {
-                spare.push(bytes);
-            }
-        });
-    }
-}
-
-/// One request, as the access log reports it: the [`Opening`] and what the response said, formatted at once.
+/// One request, as the access log reports it, formatted into a line at once when the response head is ready.
 pub struct AccessRecord<'a> {
     /// When the response head was ready (the wall-clock time is worked out from it, see [`Clock`]).
     pub at: Instant,
-    pub opening: &'a Opening,
+    pub id: u64,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
     pub status: u16,
     pub bytes: Option<u64>,
     pub latency_us: u64,
@@ -110,45 +80,10 @@ pub fn enabled() -> bool {
     }
 }
 
-/// The start of a request's line, when the access log is running (the logger was installed with access lines
-/// on); `None` otherwise, and callers then log through `tracing`.
-pub fn open(id: u64, method: &str, path: &str, query: &str) -> Option<Opening> {
-    DRAINER.get()?;
-    let log = ACCESS_LOG.get()?;
-    Some(Opening::new(log.format, id, method, path, query))
-}
-
-impl Opening {
-    fn new(format: LogFormat, id: u64, method: &str, path: &str, query: &str) -> Opening {
-        let mut bytes = SPARE
-            .try_with(|spare| spare.borrow_mut().pop())
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| Vec::with_capacity(256));
-        match format {
-            LogFormat::Text => {
-                bytes.extend_from_slice(b"  INFO access: id=");
-                push_int(&mut bytes, id);
-                bytes.extend_from_slice(b" method=");
-                bytes.extend_from_slice(method.as_bytes());
-                bytes.extend_from_slice(b" path=");
-                bytes.extend_from_slice(path.as_bytes());
-                bytes.extend_from_slice(b" query=");
-                bytes.extend_from_slice(query.as_bytes());
-            }
-            LogFormat::Json => {
-                bytes.extend_from_slice(b"\",\"level\":\"INFO\",\"id\":\"");
-                push_int(&mut bytes, id);
-                bytes.extend_from_slice(b"\",\"method\":");
-                push_json_str(&mut bytes, method);
-                bytes.extend_from_slice(b",\"path\":");
-                push_json_str(&mut bytes, path);
-                bytes.extend_from_slice(b",\"query\":");
-                push_json_str(&mut bytes, query);
-            }
-        }
-        Opening { bytes }
-    }
+/// Whether the access log's own path is running (the logger was installed with access lines on); when it is
+/// not, callers log through `tracing`.
+pub fn running() -> bool {
+    DRAINER.get().is_some() && ACCESS_LOG.get().is_some()
 }
 
 /// Formats `record` into this thread's buffer, or drops and counts it when the buffer is full.
@@ -281,120 +216,182 @@ fn write_record(
     clock: &mut Clock,
 ) {
     let stamp = clock.stamp(at);
-    let mut tail = Tail::new();
     match format {
-        LogFormat::Text => write_tail::<TextWords>(&mut tail, r),
-        LogFormat::Json => write_tail::<JsonWords>(&mut tail, r),
+        LogFormat::Text => write_line::<TextWords>(out, r, &stamp),
+        LogFormat::Json => write_line::<JsonWords>(out, r, &stamp),
     }
-    // Room for the whole line at once, then three copies: the timestamp (a fixed size), the opening, the tail.
-    out.reserve(JSON_HEAD.len() + stamp.len() + r.opening.bytes.len() + tail.len);
-    if format == LogFormat::Json {
-        out.extend_from_slice(JSON_HEAD);
-    }
-    out.extend_from_slice(&stamp);
-    out.extend_from_slice(&r.opening.bytes);
-    out.extend_from_slice(tail.as_bytes());
 }
 
-const JSON_HEAD: &[u8] = b"{\"timestamp\":\"";
-
-/// The words around the fields of a line's tail, per format. One writer serves both formats, compiled once for
-/// each, so every word is a constant (a few moves to copy).
-trait TailWords {
+/// The words around a line's fields, per format, and how its strings are written. One writer serves both
+/// formats, compiled once for each, so every word is a constant (a few moves to copy).
+trait LineWords {
+    const START: &'static [u8];
+    const ID: &'static [u8];
+    const METHOD: &'static [u8];
+    const PATH: &'static [u8];
+    const QUERY: &'static [u8];
     const STATUS: &'static [u8];
     const BYTES: &'static [u8];
     const LATENCY: &'static [u8];
     const CLIENT: &'static [u8];
     const CACHE: &'static [u8];
     const END: &'static [u8];
+    /// The most bytes a string field's byte is written as.
+    const GROWTH: usize;
+    /// Writes a string field (method, path, query).
+    fn string(line: &mut LineWriter<'_>, s: &str);
 }
 
-/// `… status=200 bytes=646 latency_us=1527 client=127.0.0.1 cache=hit`: the fields and order the `tracing`
-/// formatter writes.
+/// `2026-11-23T14:03:33.213112Z  INFO access: id=42 method=GET path=/v2/… query= status=200 bytes=646
+/// latency_us=1527 client=127.0.0.1 cache=hit`: the fields and order the `tracing` formatter writes.
 struct TextWords;
 
-impl TailWords for TextWords {
+impl LineWords for TextWords {
+    const START: &'static [u8] = b"";
+    const ID: &'static [u8] = b"  INFO access: id=";
+    const METHOD: &'static [u8] = b" method=";
+    const PATH: &'static [u8] = b" path=";
+    const QUERY: &'static [u8] = b" query=";
     const STATUS: &'static [u8] = b" status=";
     const BYTES: &'static [u8] = b" bytes=";
     const LATENCY: &'static [u8] = b" latency_us=";
     const CLIENT: &'static [u8] = b" client=";
     const CACHE: &'static [u8] = b" cache=";
     const END: &'static [u8] = b"\n";
+    const GROWTH: usize = 1;
+
+    /// As it is (the `tracing` formatter's `Display` of a field).
+    #[inline(always)]
+    fn string(line: &mut LineWriter<'_>, s: &str) {
+        line.put(s.as_bytes());
+    }
 }
 
 /// The fields and names `tracing-subscriber`'s flattened JSON format uses for the same event.
 struct JsonWords;
 
-impl TailWords for JsonWords {
+impl LineWords for JsonWords {
+    const START: &'static [u8] = b"{\"timestamp\":\"";
+    const ID: &'static [u8] = b"\",\"level\":\"INFO\",\"id\":\"";
+    const METHOD: &'static [u8] = b"\",\"method\":";
+    const PATH: &'static [u8] = b",\"path\":";
+    const QUERY: &'static [u8] = b",\"query\":";
     const STATUS: &'static [u8] = b",\"status\":";
     const BYTES: &'static [u8] = b",\"bytes\":";
     const LATENCY: &'static [u8] = b",\"latency_us\":";
     const CLIENT: &'static [u8] = b",\"client\":\"";
     const CACHE: &'static [u8] = b"\",\"cache\":\"";
     const END: &'static [u8] = b"\",\"target\":\"access\"}\n";
-}
+    /// `\u001f`.
+    const GROWTH: usize = 6;
 
-/// The line after the [`Opening`]: status, bytes, latency, client and cache.
-fn write_tail<W: TailWords>(tail: &mut Tail, r: &AccessRecord<'_>) {
-    tail.put(W::STATUS);
-    tail.put_status(r.status);
-    if let Some(bytes) = r.bytes {
-        tail.put(W::BYTES);
-        tail.put_int(bytes);
+    /// A JSON string literal, escaped as `serde_json` escapes: quotes, backslashes and control characters.
+    fn string(line: &mut LineWriter<'_>, s: &str) {
+        line.put(b"\"");
+        let mut rest = s.as_bytes();
+        while let Some(at) = rest
+            .iter()
+            .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
+        {
+            line.put(&rest[..at]);
+            match rest[at] {
+                b'"' => line.put(b"\\\""),
+                b'\\' => line.put(b"\\\\"),
+                b'\n' => line.put(b"\\n"),
+                b'\r' => line.put(b"\\r"),
+                b'\t' => line.put(b"\\t"),
+                0x08 => line.put(b"\\b"),
+                0x0c => line.put(b"\\f"),
+                b => {
+                    const HEX: &[u8; 16] = b"0123456789abcdef";
+                    line.put(&[
+                        b'\\',
+                        b'u',
+                        b'0',
+                        b'0',
+                        HEX[usize::from(b >> 4)],
+                        HEX[usize::from(b & 0xf)],
+                    ]);
+                }
+            }
+            rest = &rest[at + 1..];
+        }
+        line.put(rest);
+        line.put(b"\"");
     }
-    tail.put(W::LATENCY);
-    tail.put_int(r.latency_us);
-    tail.put(W::CLIENT);
-    tail.put_client(r.client);
-    tail.put(W::CACHE);
-    tail.put_short(r.cache);
-    tail.put(W::END);
 }
 
-/// Room for a line's tail: the longest (JSON, an IPv6 client, both numbers at 20 digits) takes about 150 bytes.
-const TAIL_ROOM: usize = 192;
+/// Room for a line's fixed parts: the longest (JSON, both 20-digit numbers and the id, an IPv6 client) takes
+/// about 290 bytes, and a client octet's padding two more; the strings come on top, at most
+/// [`LineWords::GROWTH`] bytes for each of theirs.
+const LINE_ROOM: usize = 320;
 
-/// The end of a line, built on the stack and copied into the buffer in one piece. Its pieces go in as
-/// fixed-size moves and digit by digit: one `memcpy` call and one capacity check for the tail, not one per
-/// field (those were a tenth of the line's cost).
-struct Tail {
-    bytes: [u8; TAIL_ROOM],
+/// Formats a line after `out`'s end: room for its longest form is reserved once, and each part is copied
+/// straight into it (a bounds check and a copy; no field has a capacity check, a call or a buffer of its own).
+fn write_line<W: LineWords>(out: &mut Vec<u8>, r: &AccessRecord<'_>, stamp: &[u8; STAMP_LEN]) {
+    let room = LINE_ROOM + W::GROWTH * (r.method.len() + r.path.len() + r.query.len());
+    append(out, room, |line| {
+        line.put(W::START);
+        line.put(stamp);
+        line.put(W::ID);
+        line.put_int(r.id);
+        line.put(W::METHOD);
+        W::string(line, r.method);
+        line.put(W::PATH);
+        W::string(line, r.path);
+        line.put(W::QUERY);
+        W::string(line, r.query);
+        line.put(W::STATUS);
+        line.put_status(r.status);
+        if let Some(bytes) = r.bytes {
+            line.put(W::BYTES);
+            line.put_int(bytes);
+        }
+        line.put(W::LATENCY);
+        line.put_int(r.latency_us);
+        line.put(W::CLIENT);
+        line.put_client(r.client);
+        line.put(W::CACHE);
+        line.put(r.cache.as_bytes());
+        line.put(W::END);
+    });
+}
+
+/// Appends to `out` what `write` writes, at most `room` bytes, straight into `out`'s spare capacity.
+#[inline(always)]
+fn append(out: &mut Vec<u8>, room: usize, write: impl FnOnce(&mut LineWriter<'_>)) {
+    out.reserve(room);
+    let mut line = LineWriter {
+        spare: &mut out.spare_capacity_mut()[..room],
+        len: 0,
+    };
+    write(&mut line);
+    let written = line.len;
+    // SAFETY: `LineWriter` initialised the first `written` bytes of the spare capacity (it writes only through
+    // bounds-checked slices of it, from its start, and counts what it wrote), so they are now part of the `Vec`.
+    unsafe { out.set_len(out.len() + written) };
+}
+
+/// A line being written into a buffer's spare capacity, from its start.
+struct LineWriter<'a> {
+    spare: &'a mut [MaybeUninit<u8>],
     len: usize,
 }
 
-impl Tail {
-    fn new() -> Tail {
-        Tail {
-            bytes: [0; TAIL_ROOM],
-            len: 0,
-        }
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-
-    /// A literal: its length is known where this is inlined, so the copy is a few moves.
+impl LineWriter<'_> {
+    /// Bytes at the end of what is written: a literal's length is known where this is inlined, so the copy is a
+    /// few moves. Past the reserved room it panics (a test writes the longest lines), never writes out of bounds.
     #[inline(always)]
-    fn put(&mut self, literal: &[u8]) {
-        self.bytes[self.len..self.len + literal.len()].copy_from_slice(literal);
-        self.len += literal.len();
-    }
-
-    /// A short string (a cache status), byte by byte: cheaper than a call for three or four bytes.
-    fn put_short(&mut self, s: &str) {
-        for &b in s.as_bytes() {
-            self.bytes[self.len] = b;
-            self.len += 1;
-        }
+    fn put(&mut self, bytes: &[u8]) {
+        // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and an initialised byte is a valid `MaybeUninit`.
+        let bytes = unsafe { &*(bytes as *const [u8] as *const [MaybeUninit<u8>]) };
+        self.spare[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
     }
 
     /// A number in decimal.
     fn put_int(&mut self, n: impl itoa::Integer) {
-        let mut buffer = itoa::Buffer::new();
-        let digits = buffer.format(n).as_bytes();
-        self.bytes[self.len..self.len + digits.len()].copy_from_slice(digits);
-        self.len += digits.len();
+        self.put(itoa::Buffer::new().format(n).as_bytes());
     }
 
     /// An HTTP status: three digits, from the table.
@@ -403,9 +400,8 @@ impl Tail {
             return self.put_int(status);
         }
         let status = usize::from(status);
-        self.bytes[self.len] = b'0' + (status / 100) as u8;
-        self.bytes[self.len + 1..self.len + 3].copy_from_slice(&PAIRS[status % 100]);
-        self.len += 3;
+        let pair = PAIRS[status % 100];
+        self.put(&[b'0' + (status / 100) as u8, pair[0], pair[1]]);
     }
 
     /// The client address as `Display` writes it (IPv4 by table: `core::fmt` costs more than the rest of the line).
@@ -416,18 +412,20 @@ impl Tail {
                     if i > 0 {
                         self.put(b".");
                     }
-                    // Three bytes go in whatever the octet's length; the next piece overwrites the padding.
+                    // Three bytes go in whatever the octet's length (a fixed-size move, not a call); the next
+                    // part overwrites the padding.
                     let (digits, len) = OCTETS[usize::from(octet)];
-                    self.bytes[self.len..self.len + 3].copy_from_slice(&digits);
-                    self.len += len;
+                    self.put(&digits);
+                    self.len -= 3 - len;
                 }
             }
             Some(ip) => {
-                let mut rest = &mut self.bytes[self.len..];
-                let room = rest.len();
-                // At most 45 bytes (`Ipv6Addr`'s longest form): always fits.
+                // At most 45 bytes (`Ipv6Addr`'s longest form).
+                let mut text = [0u8; 48];
+                let mut rest = &mut text[..];
                 let _ = write!(rest, "{ip}");
-                self.len += room - rest.len();
+                let len = 48 - rest.len();
+                self.put(&text[..len]);
             }
             None => self.put(b"-"),
         }
@@ -444,17 +442,6 @@ const PAIRS: [[u8; 2]; 100] = {
     }
     table
 };
-
-/// The id in the line's opening (a `Vec`: the opening is built there).
-fn push_int(out: &mut Vec<u8>, n: impl itoa::Integer) {
-    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-}
-
-/// A JSON string literal.
-fn push_json_str(out: &mut Vec<u8>, s: &str) {
-    // Serialising a `&str` into memory cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
-}
 
 /// Every octet's digits, padded to three bytes, and how many there are.
 const OCTETS: [([u8; 3], usize); 256] = {
@@ -548,20 +535,13 @@ mod tests {
         Duration::from_micros(1_795_442_613_213_112)
     }
 
-    fn opening(format: LogFormat) -> Opening {
-        Opening::new(
-            format,
-            42,
-            "GET",
-            "/v2/docker.io/library/alpine/manifests/3",
-            "ns=a%22b",
-        )
-    }
-
-    fn record(opening: &Opening) -> AccessRecord<'_> {
+    fn record() -> AccessRecord<'static> {
         AccessRecord {
             at: Instant::now(),
-            opening,
+            id: 42,
+            method: "GET",
+            path: "/v2/docker.io/library/alpine/manifests/3",
+            query: "ns=a%22b",
             status: 200,
             bytes: Some(646),
             latency_us: 1527,
@@ -570,33 +550,33 @@ mod tests {
         }
     }
 
+    fn written(write: impl FnOnce(&mut LineWriter<'_>)) -> Vec<u8> {
+        let mut out = b"before".to_vec();
+        append(&mut out, LINE_ROOM, write);
+        assert_eq!(&out[..6], b"before");
+        out.split_off(6)
+    }
+
+    fn line(r: &AccessRecord<'_>, format: LogFormat) -> String {
+        let mut out = Vec::new();
+        write_record(&mut out, r, at(), format, &mut Clock::default());
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn text_line_matches_the_tracing_format() {
-        let mut out = Vec::new();
-        let opening = opening(LogFormat::Text);
-        let mut clock = Clock::default();
-        write_record(
-            &mut out,
-            &record(&opening),
-            at(),
-            LogFormat::Text,
-            &mut clock,
-        );
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            line(&record(), LogFormat::Text),
             "2026-11-23T14:03:33.213112Z  INFO access: id=42 method=GET path=/v2/docker.io/library/alpine/manifests/3 query=ns=a%22b status=200 bytes=646 latency_us=1527 client=127.0.0.1 cache=hit\n"
         );
     }
 
     #[test]
     fn json_line_is_valid_json_with_the_fields() {
-        let opening = opening(LogFormat::Json);
-        let mut r = record(&opening);
+        let mut r = record();
         r.bytes = None;
         r.client = None;
-        let mut out = Vec::new();
-        write_record(&mut out, &r, at(), LogFormat::Json, &mut Clock::default());
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line(&r, LogFormat::Json)).unwrap();
         assert_eq!(v["timestamp"], "2026-11-23T14:03:33.213112Z");
         assert_eq!(v["level"], "INFO");
         assert_eq!(v["target"], "access");
@@ -657,13 +637,10 @@ mod tests {
             "::1",
             "fd00::1:2",
         ] {
-            let mut tail = Tail::new();
-            tail.put_client(Some(ip.parse().unwrap()));
-            assert_eq!(tail.as_bytes(), ip.as_bytes());
+            let written = written(|line| line.put_client(Some(ip.parse().unwrap())));
+            assert_eq!(written, ip.as_bytes());
         }
-        let mut tail = Tail::new();
-        tail.put_client(None);
-        assert_eq!(tail.as_bytes(), b"-");
+        assert_eq!(written(|line| line.put_client(None)), b"-");
     }
 
     #[test]
@@ -682,36 +659,81 @@ mod tests {
             1_000_000,
             u64::MAX,
         ] {
-            let mut tail = Tail::new();
-            tail.put(b"x");
-            tail.put_int(n);
-            tail.put(b"y");
-            assert_eq!(tail.as_bytes(), format!("x{n}y").as_bytes());
+            let written = written(|line| {
+                line.put(b"x");
+                line.put_int(n);
+                line.put(b"y");
+            });
+            assert_eq!(written, format!("x{n}y").as_bytes());
         }
         for status in [0, 7, 99, 100, 200, 404, 999, 1000, u16::MAX] {
-            let mut tail = Tail::new();
-            tail.put_status(status);
-            assert_eq!(tail.as_bytes(), status.to_string().as_bytes());
+            let written = written(|line| line.put_status(status));
+            assert_eq!(written, status.to_string().as_bytes());
         }
     }
 
+    /// Every length of method, path and query, every client kind and the largest numbers: each line is the one
+    /// `format!` writes (text) or parses back to its fields (JSON), so no piece overflows or drops a byte.
     #[test]
-    fn the_longest_tail_fits() {
-        let opening = opening(LogFormat::Json);
-        let mut r = record(&opening);
-        r.status = u16::MAX;
-        r.bytes = Some(u64::MAX);
-        r.latency_us = u64::MAX;
-        r.client = Some(
-            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
-                .parse()
-                .unwrap(),
-        );
-        r.cache = "miss";
-        for tail_of in [write_tail::<TextWords>, write_tail::<JsonWords>] {
-            let mut tail = Tail::new();
-            tail_of(&mut tail, &r);
-            assert!(tail.len + 16 < TAIL_ROOM, "{} bytes", tail.len);
+    fn lines_of_any_field_lengths_are_whole() {
+        let strings = |s: &str| -> Vec<String> {
+            [0, 1, 3, 47, 48, 49, 100, 200, 400, 5000]
+                .iter()
+                .map(|&n| s.repeat(n))
+                .collect()
+        };
+        let clients: [Option<IpAddr>; 3] = [
+            None,
+            Some("255.255.255.255".parse().unwrap()),
+            Some(
+                "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+                    .parse()
+                    .unwrap(),
+            ),
+        ];
+        for method in strings("M") {
+            for path in strings("p\\é") {
+                for query in strings("\"\n\u{1}\u{1f}\t") {
+                    for client in clients {
+                        let r = AccessRecord {
+                            at: Instant::now(),
+                            id: u64::MAX,
+                            method: &method,
+                            path: &path,
+                            query: &query,
+                            status: u16::MAX,
+                            bytes: Some(u64::MAX),
+                            latency_us: u64::MAX,
+                            client,
+                            cache: "miss",
+                        };
+                        let client = client.map_or("-".to_string(), |ip| ip.to_string());
+                        assert_eq!(
+                            line(&r, LogFormat::Text),
+                            format!(
+                                "2026-11-23T14:03:33.213112Z  INFO access: id={} method={method} path={path} query={query} status={} bytes={} latency_us={} client={client} cache=miss\n",
+                                u64::MAX, u16::MAX, u64::MAX, u64::MAX
+                            )
+                        );
+                        let json = line(&r, LogFormat::Json);
+                        // Escaped byte for byte as `serde_json` escapes.
+                        for (name, value) in
+                            [("method", &method), ("path", &path), ("query", &query)]
+                        {
+                            let field =
+                                format!("\"{name}\":{}", serde_json::to_string(value).unwrap());
+                            assert!(json.contains(&field), "{field}");
+                        }
+                        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+                        assert_eq!(v["method"], method.as_str());
+                        assert_eq!(v["path"], path.as_str());
+                        assert_eq!(v["query"], query.as_str());
+                        assert_eq!(v["client"], client.as_str());
+                        assert_eq!(v["latency_us"], u64::MAX);
+                        assert_eq!(v["id"], u64::MAX.to_string());
+                    }
+                }
+            }
         }
     }
 }

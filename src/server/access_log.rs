@@ -14,7 +14,7 @@ use axum::response::Response;
 use tracing::Instrument;
 
 use super::request_id;
-use crate::cache::CacheStatus;
+use super::telemetry::{Endpoint, Served};
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -24,7 +24,7 @@ pub async fn log_request(request: Request, next: Next) -> Response {
     let span = tracing::trace_span!(
         target: "ociregistry::trace",
         "request",
-        otel.name = %format_args!("{} {}", request.method(), super::telemetry::Endpoint::of(request.uri().path()).as_str()),
+        otel.name = %format_args!("{} {}", request.method(), Endpoint::of(request.uri().path()).as_str()),
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
         http.request.method = %request.method(),
@@ -45,8 +45,8 @@ pub async fn log_request(request: Request, next: Next) -> Response {
     if response.status().is_server_error() {
         span.record("otel.status_code", "ERROR");
     }
-    if let Some(cache) = response.extensions().get::<CacheStatus>() {
-        span.record("cache", cache.as_str());
+    if let Some(served) = response.extensions().get::<Served>() {
+        span.record("cache", served.cache.as_str());
     }
     response
 }
@@ -62,10 +62,9 @@ async fn observe(request: Request, next: Next, id: u64) -> Response {
     }
     let start = Instant::now();
     let method = request.method().clone();
-    // The endpoint kind is a metrics label only; the log line has the whole path.
-    let endpoint = metrics.then(|| super::telemetry::Endpoint::of(request.uri().path()));
-    // The line's start (id, method and target), formatted before the request is handed on.
-    let line = logging.then(|| LineStart::of(id, &method, request.uri()));
+    // The target, for the line and for the endpoint label of an answer that does not say its kind: a
+    // reference-counted handle on the request's bytes, not a copy.
+    let target = request.uri().clone();
     let client = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -83,8 +82,10 @@ async fn observe(request: Request, next: Next, id: u64) -> Response {
     set_common_headers(&mut response, id);
     let end = Instant::now();
     let elapsed = end - start;
-    let cache_status = response.extensions().get::<CacheStatus>().copied();
-    if let Some(endpoint) = endpoint {
+    let served = response.extensions().get::<Served>().copied();
+    let cache_status = served.map(|s| s.cache);
+    if metrics {
+        let endpoint = served.map_or_else(|| Endpoint::of(target.path()), |s| s.endpoint);
         super::telemetry::record(
             endpoint,
             &method,
@@ -93,13 +94,13 @@ async fn observe(request: Request, next: Next, id: u64) -> Response {
             error_code,
         );
         if let (Some(cache), true) = (cache_status, method == axum::http::Method::GET) {
-            response = super::telemetry::count_served(response, cache, endpoint);
+            super::telemetry::count_served(&mut response, cache, endpoint);
         }
         super::telemetry::count_client(client, cache_status);
     }
-    let Some(line) = line else {
+    if !logging {
         return response;
-    };
+    }
     // The log line's size field only: metrics count the bytes actually sent. A body of known size says it
     // without a header lookup; an empty one (a HEAD, a 304) leaves it to `Content-Length`.
     let bytes = match http_body::Body::size_hint(response.body()).exact() {
@@ -113,51 +114,36 @@ async fn observe(request: Request, next: Next, id: u64) -> Response {
     let cache = cache_status.map_or("-", |c| c.as_str());
     let status = response.status().as_u16();
     let latency_us = elapsed.as_micros() as u64;
-    match line {
-        LineStart::Formatted(opening) => {
-            crate::logging::access::submit(&crate::logging::access::AccessRecord {
-                at: end,
-                opening: &opening,
-                status,
-                bytes,
-                latency_us,
-                client,
-                cache,
-            })
-        }
+    let (path, query) = (target.path(), target.query().unwrap_or(""));
+    if crate::logging::access::running() {
+        crate::logging::access::submit(&crate::logging::access::AccessRecord {
+            at: end,
+            id,
+            method: method.as_str(),
+            path,
+            query,
+            status,
+            bytes,
+            latency_us,
+            client,
+            cache,
+        });
+    } else {
         // No access-log thread (the logger was not installed, e.g. embedded in a test): plain `tracing`.
-        LineStart::Traced(uri) => tracing::info!(
+        tracing::info!(
             target: "access",
             id = %id,
             method = %method,
-            path = %uri.path(),
-            query = %uri.query().unwrap_or(""),
+            path = %path,
+            query = %query,
             status,
             bytes,
             latency_us,
             client = %client.map_or(String::from("-"), |ip| ip.to_string()),
             cache = %cache,
-        ),
+        );
     }
     response
-}
-
-/// What a request's log line needs from the request, taken before it is handed on.
-enum LineStart {
-    /// Formatted for the access log's own path (see `crate::logging::access`).
-    Formatted(crate::logging::access::Opening),
-    /// For `tracing`, when the access log is not running.
-    Traced(axum::http::Uri),
-}
-
-impl LineStart {
-    fn of(id: u64, method: &axum::http::Method, uri: &axum::http::Uri) -> LineStart {
-        let query = uri.query().unwrap_or("");
-        match crate::logging::access::open(id, method.as_str(), uri.path(), query) {
-            Some(opening) => LineStart::Formatted(opening),
-            None => LineStart::Traced(uri.clone()),
-        }
-    }
 }
 
 /// The request id, and `nosniff`: content is never to be sniffed into another type.

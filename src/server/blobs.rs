@@ -6,6 +6,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use axum::response::IntoResponse;
 
 use super::headers::{API_VERSION, API_VERSION_VALUE, BYTES, DOCKER_CONTENT_DIGEST, OCTET_STREAM};
+use super::telemetry::{Endpoint, Served};
 use super::{file_body, range, AppState};
 use crate::cache::{BlobSource, CacheStatus};
 use crate::digest::Digest;
@@ -137,6 +138,9 @@ fn respond_unsized(digest: &Digest, body: Body, status: CacheStatus) -> Response
     );
     headers.insert(DOCKER_CONTENT_DIGEST, digest_value);
     headers.insert(API_VERSION, API_VERSION_VALUE);
-    response.extensions_mut().insert(status);
+    response.extensions_mut().insert(Served {
+        endpoint: Endpoint::Blob,
+        cache: status,
+    });
     response
 }

@@ -4,6 +4,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Response, StatusCode};
 
 use super::headers::{API_VERSION, API_VERSION_VALUE, DOCKER_CONTENT_DIGEST};
+use super::telemetry::{Endpoint, Served};
 use super::AppState;
 use crate::cache::{CacheStatus, CachedManifest};
 use crate::error::RegistryError;
@@ -52,6 +53,9 @@ fn respond(
     headers.insert(DOCKER_CONTENT_DIGEST, manifest.digest_header.clone());
     headers.insert(header::ETAG, manifest.etag.clone());
     headers.insert(API_VERSION, API_VERSION_VALUE);
-    response.extensions_mut().insert(status);
+    response.extensions_mut().insert(Served {
+        endpoint: Endpoint::Manifest,
+        cache: status,
+    });
     response
 }

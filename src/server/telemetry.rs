@@ -210,6 +210,15 @@ impl Requests {
     }
 }
 
+/// What a content answer (a manifest or a blob) says about itself, as a response extension: the endpoint kind
+/// the router took, so the request metrics need not parse the path again, and whether the cache had it. Answers
+/// without it (errors, the base endpoint) are labelled by [`Endpoint::of`] their path.
+#[derive(Clone, Copy, Debug)]
+pub struct Served {
+    pub endpoint: Endpoint,
+    pub cache: CacheStatus,
+}
+
 /// The kind of endpoint a request is for, as the `endpoint` label says it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Endpoint {
@@ -288,26 +297,26 @@ impl Method {
 /// as a slow download. A manifest body is a few KiB held in memory and goes out in the response's first write,
 /// so it is counted whole at once, without wrapping the body.
 pub fn count_served(
-    response: axum::response::Response,
+    response: &mut axum::response::Response,
     cache: CacheStatus,
     endpoint: Endpoint,
-) -> axum::response::Response {
+) {
     use http_body_util::BodyExt;
     if endpoint == Endpoint::Manifest {
         if let Some(bytes) = http_body::Body::size_hint(response.body()).exact() {
             if bytes > 0 {
                 INSTRUMENTS.served.add(cache as usize, bytes);
             }
-            return response;
+            return;
         }
     }
-    struct Served {
+    struct ServedBytes {
         bytes: u64,
         cache: CacheStatus,
         blob: bool,
         started: Instant,
     }
-    impl Drop for Served {
+    impl Drop for ServedBytes {
         fn drop(&mut self) {
             if self.bytes == 0 {
                 return;
@@ -323,8 +332,9 @@ pub fn count_served(
             }
         }
     }
-    let (parts, body) = response.into_parts();
-    let mut served = Served {
+    // The body is taken out and put back wrapped: the response itself is not moved (it is large).
+    let body = std::mem::take(response.body_mut());
+    let mut served = ServedBytes {
         bytes: 0,
         cache,
         blob: endpoint == Endpoint::Blob,
@@ -338,7 +348,7 @@ pub fn count_served(
         }
         frame
     });
-    axum::response::Response::from_parts(parts, axum::body::Body::new(body))
+    *response.body_mut() = axum::body::Body::new(body);
 }
 
 /// Counts a request under its client's network, when `metrics_client_networks` is set.
