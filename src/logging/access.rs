@@ -43,10 +43,27 @@ pub struct AccessRecord<'a> {
 }
 
 /// A thread's formatted lines not yet handed to the writer.
-#[derive(Default)]
 struct Lines {
     out: Vec<u8>,
     clock: Clock,
+    client: ClientText,
+}
+
+/// What a thread's buffer, and the drain thread's spare, hold from the start: a line more than the hand-over size
+/// (a longer one grows it). Made this large at once, a buffer is a mapping of its own (glibc maps allocations past
+/// 128 KiB) and never passes through the heap the request path allocates from: grown by doubling from empty, it
+/// left freed chunks there that sent a warm manifest GET's small allocations down malloc's slower paths (a few
+/// hundred instructions per request by callgrind). Pages are touched only as lines fill them.
+const BUFFER_START: usize = HAND_OVER_BYTES + 64 * 1024;
+
+impl Default for Lines {
+    fn default() -> Self {
+        Lines {
+            out: Vec::with_capacity(BUFFER_START),
+            clock: Clock::default(),
+            client: ClientText::default(),
+        }
+    }
 }
 
 struct AccessLog {
@@ -73,6 +90,7 @@ pub fn dropped() -> u64 {
 /// Whether access-log lines are wanted. The filter is fixed when the logger is installed, so the answer is taken
 /// once then (asking `tracing` costs as much as a tenth of formatting the line); before that, or without the
 /// logger (embedded in a test), `tracing` is asked each time.
+#[inline]
 pub fn enabled() -> bool {
     match ENABLED.get() {
         Some(on) => *on,
@@ -82,6 +100,7 @@ pub fn enabled() -> bool {
 
 /// Whether the access log's own path is running (the logger was installed with access lines on); when it is
 /// not, callers log through `tracing`.
+#[inline]
 pub fn running() -> bool {
     DRAINER.get().is_some() && ACCESS_LOG.get().is_some()
 }
@@ -96,10 +115,11 @@ pub fn submit(record: &AccessRecord<'_>) {
         DROPPED.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    let Lines { out, clock } = &mut *lines;
+    let Lines { out, clock, client } = &mut *lines;
     let before = out.len();
     let wall = clock.wall(record.at);
-    write_record(out, record, wall, log.format, clock);
+    client.set(record.client);
+    write_record(out, record, wall, log.format, clock, client);
     let filled = before < HAND_OVER_BYTES && out.len() >= HAND_OVER_BYTES;
     drop(lines);
     if filled {
@@ -123,7 +143,7 @@ pub(super) fn start<W: Write + Send + 'static>(writer: W, format: LogFormat) {
     let _ = ACCESS_LOG.set(AccessLog {
         format,
         threads: ThreadLocal::new(),
-        writer: Mutex::new((Box::new(writer), Vec::with_capacity(64 * 1024))),
+        writer: Mutex::new((Box::new(writer), Vec::with_capacity(BUFFER_START))),
         idle: AtomicBool::new(false),
     });
 }
@@ -214,11 +234,12 @@ fn write_record(
     at: Duration,
     format: LogFormat,
     clock: &mut Clock,
+    client: &ClientText,
 ) {
     let stamp = clock.stamp(at);
     match format {
-        LogFormat::Text => write_line::<TextWords>(out, r, &stamp),
-        LogFormat::Json => write_line::<JsonWords>(out, r, &stamp),
+        LogFormat::Text => write_line::<TextWords>(out, r, &stamp, client),
+        LogFormat::Json => write_line::<JsonWords>(out, r, &stamp, client),
     }
 }
 
@@ -328,7 +349,12 @@ const LINE_ROOM: usize = 320;
 
 /// Formats a line after `out`'s end: room for its longest form is reserved once, and each part is copied
 /// straight into it (a bounds check and a copy; no field has a capacity check, a call or a buffer of its own).
-fn write_line<W: LineWords>(out: &mut Vec<u8>, r: &AccessRecord<'_>, stamp: &[u8; STAMP_LEN]) {
+fn write_line<W: LineWords>(
+    out: &mut Vec<u8>,
+    r: &AccessRecord<'_>,
+    stamp: &[u8; STAMP_LEN],
+    client: &ClientText,
+) {
     let room = LINE_ROOM + W::GROWTH * (r.method.len() + r.path.len() + r.query.len());
     append(out, room, |line| {
         line.put(W::START);
@@ -350,7 +376,7 @@ fn write_line<W: LineWords>(out: &mut Vec<u8>, r: &AccessRecord<'_>, stamp: &[u8
         line.put(W::LATENCY);
         line.put_int(r.latency_us);
         line.put(W::CLIENT);
-        line.put_client(r.client);
+        line.put_client(client);
         line.put(W::CACHE);
         line.put(r.cache.as_bytes());
         line.put(W::END);
@@ -404,31 +430,58 @@ impl LineWriter<'_> {
         self.put(&[b'0' + (status / 100) as u8, pair[0], pair[1]]);
     }
 
-    /// The client address as `Display` writes it (IPv4 by table: `core::fmt` costs more than the rest of the line).
-    fn put_client(&mut self, client: Option<IpAddr>) {
-        match client {
-            Some(IpAddr::V4(ip)) => {
-                for (i, octet) in ip.octets().into_iter().enumerate() {
-                    if i > 0 {
-                        self.put(b".");
-                    }
-                    // Three bytes go in whatever the octet's length (a fixed-size move, not a call); the next
-                    // part overwrites the padding.
-                    let (digits, len) = OCTETS[usize::from(octet)];
-                    self.put(&digits);
-                    self.len -= 3 - len;
-                }
-            }
-            Some(ip) => {
-                // At most 45 bytes (`Ipv6Addr`'s longest form).
-                let mut text = [0u8; 48];
-                let mut rest = &mut text[..];
-                let _ = write!(rest, "{ip}");
-                let len = 48 - rest.len();
-                self.put(&text[..len]);
-            }
-            None => self.put(b"-"),
+    /// The client's address. An IPv4 address goes in as a fixed-size move of [`SHORT_CLIENT`] bytes (not a call),
+    /// the part past its length overwritten by the next part.
+    fn put_client(&mut self, client: &ClientText) {
+        if client.len <= SHORT_CLIENT {
+            self.put(&client.text[..SHORT_CLIENT]);
+            self.len -= SHORT_CLIENT - client.len;
+        } else {
+            self.put(&client.text[..client.len]);
         }
+    }
+}
+
+/// The longest IPv4 address, `255.255.255.255`, and one byte.
+const SHORT_CLIENT: usize = 16;
+
+/// The text of the client address a thread's last line named, as `Display` writes it (`-` for none): clients keep
+/// their connections open, so most lines repeat the one before (formatting an address cost a tenth of a line).
+struct ClientText {
+    ip: Option<IpAddr>,
+    /// At most 45 bytes (`Ipv6Addr`'s longest form).
+    text: [u8; 48],
+    len: usize,
+}
+
+impl Default for ClientText {
+    fn default() -> Self {
+        let mut text = [0; 48];
+        text[0] = b'-';
+        ClientText {
+            ip: None,
+            text,
+            len: 1,
+        }
+    }
+}
+
+impl ClientText {
+    /// Makes this the text of `ip`.
+    fn set(&mut self, ip: Option<IpAddr>) {
+        if ip == self.ip {
+            return;
+        }
+        let Some(addr) = ip else {
+            *self = ClientText::default();
+            return;
+        };
+        let mut text = [0; 48];
+        let mut rest = &mut text[..];
+        // Always fits.
+        let _ = write!(rest, "{addr}");
+        let len = 48 - rest.len();
+        *self = ClientText { ip, text, len };
     }
 }
 
@@ -438,24 +491,6 @@ const PAIRS: [[u8; 2]; 100] = {
     let mut n = 0;
     while n < 100 {
         table[n] = [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
-        n += 1;
-    }
-    table
-};
-
-/// Every octet's digits, padded to three bytes, and how many there are.
-const OCTETS: [([u8; 3], usize); 256] = {
-    let mut table = [([0u8; 3], 0usize); 256];
-    let mut n = 0;
-    while n < 256 {
-        let (h, t, u) = ((n / 100) as u8, (n / 10 % 10) as u8, (n % 10) as u8);
-        table[n] = if n >= 100 {
-            ([b'0' + h, b'0' + t, b'0' + u], 3)
-        } else if n >= 10 {
-            ([b'0' + t, b'0' + u, 0], 2)
-        } else {
-            ([b'0' + u, 0, 0], 1)
-        };
         n += 1;
     }
     table
@@ -559,7 +594,9 @@ mod tests {
 
     fn line(r: &AccessRecord<'_>, format: LogFormat) -> String {
         let mut out = Vec::new();
-        write_record(&mut out, r, at(), format, &mut Clock::default());
+        let mut client = ClientText::default();
+        client.set(r.client);
+        write_record(&mut out, r, at(), format, &mut Clock::default(), &client);
         String::from_utf8(out).unwrap()
     }
 
@@ -628,7 +665,10 @@ mod tests {
 
     #[test]
     fn clients_are_written_as_display_writes_them() {
+        // One thread's text, changing and repeating, as a thread's lines would.
+        let mut client = ClientText::default();
         for ip in [
+            "127.0.0.1",
             "127.0.0.1",
             "10.200.3.45",
             "0.0.0.0",
@@ -636,11 +676,20 @@ mod tests {
             "1.22.100.9",
             "::1",
             "fd00::1:2",
+            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+            "::ffff:255.255.255.255",
+            "1.2.3.4",
         ] {
-            let written = written(|line| line.put_client(Some(ip.parse().unwrap())));
-            assert_eq!(written, ip.as_bytes());
+            let ip: IpAddr = ip.parse().unwrap();
+            client.set(Some(ip));
+            let written = written(|line| {
+                line.put_client(&client);
+                line.put(b" next");
+            });
+            assert_eq!(written, format!("{ip} next").as_bytes());
         }
-        assert_eq!(written(|line| line.put_client(None)), b"-");
+        client.set(None);
+        assert_eq!(written(|line| line.put_client(&client)), b"-");
     }
 
     #[test]
