@@ -1,12 +1,12 @@
 //! The access log's own path: a request formats its line straight into a buffer of its own thread (an
 //! uncontended lock: no queue, no allocation, nothing handed between cores per request; the whole line at once,
-//! when the response head is ready, see [`write_line`]), and one thread takes the buffers and writes them to stderr when one holds 512 KiB or 100 ms have passed. Formatting through
-//! `tracing-subscriber` on the request's thread, and waking a writer thread per line, cost a fifth to a quarter
-//! of warm manifest throughput; a queue of records formatted by that thread still cost a tenth; taking the
-//! buffers every 10 ms cost about a twentieth where the server shared its core. The lines are the ones the
-//! `tracing` formatter would write (text or JSON). Lines of different worker threads can reach the log up to
-//! 100 ms out of order (each carries its timestamp). When a thread's buffer is full (the writer fell far behind)
-//! the line is dropped and counted.
+//! when the response head is ready, see [`write_line`]), and one thread takes the buffers and writes them to
+//! stderr when one holds 512 KiB or 100 ms have passed. Formatting through `tracing-subscriber` on the request's
+//! thread, and waking a writer thread per line, cost a fifth to a quarter of warm manifest throughput; a queue
+//! of records formatted by that thread still cost a tenth; taking the buffers every 10 ms cost about a twentieth
+//! where the server shared its core. The lines are the ones the `tracing` formatter would write (text or JSON).
+//! Lines of different worker threads can reach the log up to 100 ms out of order (each carries its timestamp).
+//! When a thread's buffer is full (the writer fell far behind) the line is dropped and counted.
 
 use std::io::Write;
 use std::mem::MaybeUninit;
@@ -342,8 +342,9 @@ impl LineWords for JsonWords {
     }
 }
 
-/// Room for a line's fixed parts: the longest (JSON, both 20-digit numbers and the id, an IPv6 client) takes
-/// about 290 bytes, and a client octet's padding two more; the strings come on top, at most
+/// Room for a line's fixed parts: the longest (JSON, the id and both numbers at 20 digits, a 39-byte IPv6 client,
+/// empty strings in their quotes) takes 282 bytes; an IPv4 client's padding (see `LineWriter::put_client`) at
+/// most 15 more, past the end of the text it shares the room with. The strings come on top, at most
 /// [`LineWords::GROWTH`] bytes for each of theirs.
 const LINE_ROOM: usize = 320;
 
@@ -449,7 +450,7 @@ const SHORT_CLIENT: usize = 16;
 /// their connections open, so most lines repeat the one before (formatting an address cost a tenth of a line).
 struct ClientText {
     ip: Option<IpAddr>,
-    /// At most 45 bytes (`Ipv6Addr`'s longest form).
+    /// At most 39 bytes (`Ipv6Addr`'s longest `Display`).
     text: [u8; 48],
     len: usize,
 }
