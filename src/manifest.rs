@@ -56,6 +56,14 @@ pub fn inspect(body: &[u8], content_type: Option<&str>) -> Result<ManifestInfo, 
     // serde_json does not check fields it skips as strictly as the rest: JSON is UTF-8, so say it first
     // (found by fuzzing: bytes that are not UTF-8 inside an unknown field were accepted).
     std::str::from_utf8(body).map_err(|e| invalid(format!("not UTF-8: {e}")))?;
+    // A manifest is a JSON object. serde would also fill the probe from an array, field by field in order
+    // (found by fuzzing: `["x", …]` was taken for a manifest of media type `x`).
+    let first = body
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first != Some(&b'{') {
+        return Err(invalid("not a JSON object".into()));
+    }
     let probe: Probe = serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
     let declared = content_type
         .map(|ct| ct.split(';').next().unwrap_or("").trim())
@@ -232,6 +240,29 @@ mod tests {
         body.extend([0xff, 0xfe]);
         body.extend(br#""}"#);
         assert!(inspect(&body, None).is_err());
+    }
+
+    #[test]
+    fn a_json_array_is_not_a_manifest() {
+        // Found by fuzzing: serde filled the probe from an array, its first element taken as the media type.
+        for body in [
+            r#"["meia","",",ai"]"#,
+            r#" [ "application/vnd.oci.image.manifest.v1+json", null, {} ]"#,
+            "\"application/vnd.oci.image.index.v1+json\"",
+            "",
+        ] {
+            assert!(inspect(body.as_bytes(), None).is_err(), "{body:?}");
+            assert!(
+                inspect(body.as_bytes(), Some(OCI_MANIFEST)).is_err(),
+                "{body:?}"
+            );
+        }
+        // Whitespace before the object is JSON.
+        let body = format!(" \n\t{{\"schemaVersion\":2,\"mediaType\":\"{OCI_MANIFEST}\",\"config\":{{\"mediaType\":\"x\",\"digest\":\"{D1}\",\"size\":1}},\"layers\":[]}}");
+        assert_eq!(
+            inspect(body.as_bytes(), None).unwrap().media_type,
+            OCI_MANIFEST
+        );
     }
 
     use super::*;
