@@ -13,7 +13,9 @@ use std::mem::MaybeUninit;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+use quanta::Instant;
 
 use thread_local::ThreadLocal;
 
@@ -29,9 +31,11 @@ const HAND_OVER_BYTES: usize = 512 * 1024;
 
 /// One request, as the access log reports it, formatted into a line at once when the response head is ready.
 pub struct AccessRecord<'a> {
-    /// When the response head was ready (the wall-clock time is worked out from it, see [`Clock`]).
+    /// When the response head was ready, by the request clock (the wall-clock time is worked out from it, see
+    /// [`Clock`]).
     pub at: Instant,
-    pub id: u64,
+    /// The request id, in decimal.
+    pub id: &'a str,
     pub method: &'a str,
     pub path: &'a str,
     pub query: &'a str,
@@ -342,9 +346,9 @@ impl LineWords for JsonWords {
     }
 }
 
-/// Room for a line's fixed parts: the longest (JSON, the id and both numbers at 20 digits, a 39-byte IPv6 client,
-/// empty strings in their quotes) takes 282 bytes; an IPv4 client's padding (see `LineWriter::put_client`) at
-/// most 15 more, past the end of the text it shares the room with. The strings come on top, at most
+/// Room for a line's fixed parts: the longest (JSON, both numbers at 20 digits, a 39-byte IPv6 client, empty
+/// strings in their quotes) takes 262 bytes; an IPv4 client's padding (see `LineWriter::put_client`) at most 15
+/// more, past the end of the text it shares the room with. The id comes on top, and the strings, at most
 /// [`LineWords::GROWTH`] bytes for each of theirs.
 const LINE_ROOM: usize = 320;
 
@@ -356,12 +360,12 @@ fn write_line<W: LineWords>(
     stamp: &[u8; STAMP_LEN],
     client: &ClientText,
 ) {
-    let room = LINE_ROOM + W::GROWTH * (r.method.len() + r.path.len() + r.query.len());
+    let room = LINE_ROOM + r.id.len() + W::GROWTH * (r.method.len() + r.path.len() + r.query.len());
     append(out, room, |line| {
         line.put(W::START);
         line.put(stamp);
         line.put(W::ID);
-        line.put_int(r.id);
+        line.put(r.id.as_bytes());
         line.put(W::METHOD);
         W::string(line, r.method);
         line.put(W::PATH);
@@ -574,7 +578,7 @@ mod tests {
     fn record() -> AccessRecord<'static> {
         AccessRecord {
             at: Instant::now(),
-            id: 42,
+            id: "42",
             method: "GET",
             path: "/v2/docker.io/library/alpine/manifests/3",
             query: "ns=a%22b",
@@ -726,6 +730,7 @@ mod tests {
     /// `format!` writes (text) or parses back to its fields (JSON), so no piece overflows or drops a byte.
     #[test]
     fn lines_of_any_field_lengths_are_whole() {
+        let max_id = u64::MAX.to_string();
         let strings = |s: &str| -> Vec<String> {
             [0, 1, 3, 47, 48, 49, 100, 200, 400, 5000]
                 .iter()
@@ -747,7 +752,7 @@ mod tests {
                     for client in clients {
                         let r = AccessRecord {
                             at: Instant::now(),
-                            id: u64::MAX,
+                            id: &max_id,
                             method: &method,
                             path: &path,
                             query: &query,

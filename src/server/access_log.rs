@@ -5,7 +5,6 @@
 //! traces are exported, each request is also a span carrying that id (see `crate::traces`).
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{header, HeaderName, HeaderValue};
@@ -20,6 +19,9 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub async fn log_request(request: Request, next: Next) -> Response {
     let id = request_id::next();
+    // Formatted once, for the `X-Request-Id` header and the log line.
+    let mut id_text = itoa::Buffer::new();
+    let id_text = id_text.format(id);
     // Exported only when traces are on (see `crate::traces`); otherwise disabled at the callsite, fields unread.
     let span = tracing::trace_span!(
         target: "ociregistry::trace",
@@ -35,9 +37,11 @@ pub async fn log_request(request: Request, next: Next) -> Response {
         cache = tracing::field::Empty,
     );
     if span.is_disabled() {
-        return observe(request, next, id).await;
+        return observe(request, next, id, id_text).await;
     }
-    let response = observe(request, next, id).instrument(span.clone()).await;
+    let response = observe(request, next, id, id_text)
+        .instrument(span.clone())
+        .await;
     span.record(
         "http.response.status_code",
         i64::from(response.status().as_u16()),
@@ -52,15 +56,16 @@ pub async fn log_request(request: Request, next: Next) -> Response {
 }
 
 /// The access-log line and the request metrics of one request.
-async fn observe(request: Request, next: Next, id: u64) -> Response {
+async fn observe(request: Request, next: Next, id: u64, id_text: &str) -> Response {
     let logging = crate::logging::access::enabled();
     let metrics = crate::metrics::enabled();
     if !logging && !metrics {
         let mut response = next.run(request).await;
-        set_common_headers(&mut response, id);
+        set_common_headers(&mut response, id, id_text);
         return response;
     }
-    let start = Instant::now();
+    // The request clock (see [`start_clock`]).
+    let start = quanta::Instant::now();
     let method = request.method().clone();
     // The target, for the line and for the endpoint label of an answer that does not say its kind: a
     // reference-counted handle on the request's bytes, not a copy.
@@ -79,8 +84,8 @@ async fn observe(request: Request, next: Next, id: u64) -> Response {
     } else {
         None
     };
-    set_common_headers(&mut response, id);
-    let end = Instant::now();
+    set_common_headers(&mut response, id, id_text);
+    let end = quanta::Instant::now();
     let elapsed = end - start;
     let served = response.extensions().get::<Served>().copied();
     let cache_status = served.map(|s| s.cache);
@@ -118,7 +123,7 @@ async fn observe(request: Request, next: Next, id: u64) -> Response {
     if crate::logging::access::running() {
         crate::logging::access::submit(&crate::logging::access::AccessRecord {
             at: end,
-            id,
+            id: id_text,
             method: method.as_str(),
             path,
             query,
@@ -146,11 +151,23 @@ async fn observe(request: Request, next: Next, id: u64) -> Response {
     response
 }
 
+/// Calibrates the clock that times requests for the log line and the latency histogram, when either is on. It
+/// reads the CPU's time-stamp counter where that is invariant (a third of the cost of reading the system's
+/// monotonic clock here: about 8 ns against 21, twice per request) and the system clock otherwise. Calibrating
+/// takes up to 200 ms: done at start-up, not in the first request.
+pub fn start_clock() {
+    if crate::logging::access::enabled() || crate::metrics::enabled() {
+        let _ = quanta::Instant::now();
+    }
+}
+
 /// The request id, and `nosniff`: content is never to be sniffed into another type.
-fn set_common_headers(response: &mut Response, id: u64) {
+fn set_common_headers(response: &mut Response, id: u64, id_text: &str) {
     super::errors::with_request_id(response, id);
     let headers = response.headers_mut();
-    headers.insert(X_REQUEST_ID, HeaderValue::from(id));
+    // A copy of digits: cheaper than `HeaderValue::from(u64)`, which grows a buffer to format into.
+    let id_value = HeaderValue::from_str(id_text).expect("digits are a valid header value");
+    headers.insert(X_REQUEST_ID, id_value);
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
 }
 

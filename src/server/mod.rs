@@ -215,6 +215,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let blobs = config.blobs_path();
     let store = Arc::new(Store::open(&db, &blobs)?);
     telemetry::configure(&config);
+    access_log::start_clock();
     crate::store::telemetry::observe(&store);
     let cache = Arc::new(PullThrough::new(config.clone(), store.clone())?);
     if let Some(bucket) = cache.bucket() {
