@@ -52,14 +52,15 @@ async fn the_access_log_sleeps_while_idle_and_wakes_for_the_next_line() {
             line_comes(&server, 1).await,
             "the first access-log line never came"
         );
-        // Idle: after one empty interval the thread sleeps until woken. Polling every 10 ms would switch about
-        // a hundred times in the second measured here.
+        // Idle: after one empty interval the thread sleeps until woken, looking once a second (a line written
+        // just as it went idle is found then). Polling every 10 ms would switch about a hundred times in the
+        // second measured here.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let before = switches(pid, "ociregistry-acc").expect("no access-log thread");
         tokio::time::sleep(Duration::from_secs(1)).await;
         let after = switches(pid, "ociregistry-acc").unwrap();
         assert!(
-            after - before <= 2,
+            after - before <= 3,
             "the idle access-log thread switched {} times in a second",
             after - before
         );

@@ -1,13 +1,16 @@
-//! The access log's own path: a request formats its line straight into a buffer of its own thread (an
-//! uncontended lock: no queue, no allocation, nothing handed between cores per request; the whole line at once,
-//! when the response head is ready, see [`write_line`]), and one thread takes the buffers and writes them to
-//! stderr when one holds 512 KiB or 100 ms have passed. Formatting through `tracing-subscriber` on the request's
-//! thread, and waking a writer thread per line, cost a fifth to a quarter of warm manifest throughput; a queue
-//! of records formatted by that thread still cost a tenth; taking the buffers every 10 ms cost about a twentieth
-//! where the server shared its core. The lines are the ones the `tracing` formatter would write (text or JSON).
-//! Lines of different worker threads can reach the log up to 100 ms out of order (each carries its timestamp).
-//! When a thread's buffer is full (the writer fell far behind) the line is dropped and counted.
+//! The access log's own path: a request formats its line straight into a ring buffer of its own thread (no lock,
+//! no locked instruction, no allocation, nothing handed between cores per request; the whole line at once, when
+//! the response head is ready, see [`write_line`]), and one thread empties the rings to stderr when one holds
+//! 512 KiB or 100 ms have passed. Formatting through `tracing-subscriber` on the request's thread, and waking a
+//! writer thread per line, cost a fifth to a quarter of warm manifest throughput; a queue of records formatted by
+//! that thread still cost a tenth; taking the buffers every 10 ms cost about a twentieth where the server shared
+//! its core. A buffer behind a per-thread lock cost the request the time its line's stores took to reach memory:
+//! releasing the lock waited for them (see `docs/benchmarks.md`). The lines are the ones the `tracing` formatter
+//! would write (text or JSON). Lines of different worker threads can reach the log up to 100 ms out of order
+//! (each carries its timestamp). When a thread's ring is full (the writer fell far behind) the line is dropped
+//! and counted.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
@@ -17,16 +20,19 @@ use std::time::{Duration, SystemTime};
 
 use quanta::Instant;
 
-use thread_local::ThreadLocal;
-
 use super::LogFormat;
 
-/// Bytes of formatted lines a thread holds before new lines are dropped (about 10,000 lines).
-const BUFFER_LIMIT: usize = 2 * 1024 * 1024;
-/// How long lines may wait in a thread's buffer when they come slowly: the longest an access line is late.
+/// Bytes of formatted lines a thread's ring holds: past this, new lines are dropped (about 8,000 text lines). Each
+/// worker thread that logs keeps its ring for its life (written round, all of it is soon resident).
+const RING_BYTES: usize = 2 * 1024 * 1024;
+/// How long lines may wait in a thread's ring when they come slowly: the longest an access line is late (but
+/// see [`IDLE_WAKE`]).
 const MAX_DELAY: Duration = Duration::from_millis(100);
-/// A thread's buffer this full wakes the drain thread before [`MAX_DELAY`] is up, so a busy server hands its
-/// lines over in large batches at a rate set by its traffic, not by a timer.
+/// How often the drain thread looks at the rings when it found none with lines (an idle server). A request
+/// wakes it at once, except in one race: a line written just as the drain thread went idle waits for this.
+const IDLE_WAKE: Duration = Duration::from_secs(1);
+/// This many bytes written by a thread since it last woke the drain thread wake it before [`MAX_DELAY`] is up,
+/// so a busy server hands its lines over in large batches at a rate set by its traffic, not by a timer.
 const HAND_OVER_BYTES: usize = 512 * 1024;
 
 /// One request, as the access log reports it, formatted into a line at once when the response head is ready.
@@ -46,37 +52,35 @@ pub struct AccessRecord<'a> {
     pub cache: &'static str,
 }
 
-/// A thread's formatted lines not yet handed to the writer.
-struct Lines {
-    out: Vec<u8>,
+/// A worker thread's side of the access log: the write end of its ring, and what its lines repeat.
+struct ThreadLines {
+    ring: rtrb::Producer<u8>,
     clock: Clock,
     client: ClientText,
+    /// A line that would wrap round the ring's end is formatted here first.
+    scratch: Vec<u8>,
+    /// Bytes written since this thread last woke the drain thread.
+    unannounced: usize,
 }
 
-/// What a thread's buffer, and the drain thread's spare, hold from the start: a line more than the hand-over size
-/// (a longer one grows it). Made this large at once, a buffer is a mapping of its own (glibc maps allocations past
-/// 128 KiB) and never passes through the heap the request path allocates from: grown by doubling from empty, it
-/// left freed chunks there that sent a warm manifest GET's small allocations down malloc's slower paths (a few
-/// hundred instructions per request by callgrind). Pages are touched only as lines fill them.
-const BUFFER_START: usize = HAND_OVER_BYTES + 64 * 1024;
-
-impl Default for Lines {
-    fn default() -> Self {
-        Lines {
-            out: Vec::with_capacity(BUFFER_START),
-            clock: Clock::default(),
-            client: ClientText::default(),
-        }
-    }
+thread_local! {
+    static THREAD_LINES: RefCell<Option<ThreadLines>> = const { RefCell::new(None) };
 }
 
 struct AccessLog {
     format: LogFormat,
-    threads: ThreadLocal<Mutex<Lines>>,
-    /// Where the lines go (stderr) and a spare buffer to swap in.
-    writer: Mutex<(Box<dyn Write + Send>, Vec<u8>)>,
-    /// The drain thread found no lines and sleeps until a request wakes it.
+    /// Where the lines go (stderr), and the read ends of the threads' rings: only the thread that holds this lock
+    /// reads the rings (the drain thread, or the exit path).
+    drain: Mutex<Drain>,
+    /// Read ends of rings made since the last hand-over: a new thread never waits for the writer.
+    joining: Mutex<Vec<rtrb::Consumer<u8>>>,
+    /// The drain thread found no lines and sleeps until a request wakes it (or [`IDLE_WAKE`]).
     idle: AtomicBool,
+}
+
+struct Drain {
+    out: Box<dyn Write + Send>,
+    rings: Vec<rtrb::Consumer<u8>>,
 }
 
 static ACCESS_LOG: OnceLock<AccessLog> = OnceLock::new();
@@ -109,28 +113,92 @@ pub fn running() -> bool {
     DRAINER.get().is_some() && ACCESS_LOG.get().is_some()
 }
 
-/// Formats `record` into this thread's buffer, or drops and counts it when the buffer is full.
+/// Formats `record` into this thread's ring, or drops and counts it when the ring is full.
 pub fn submit(record: &AccessRecord<'_>) {
     let Some(log) = ACCESS_LOG.get() else {
         return;
     };
-    let mut lines = lock(log.threads.get_or_default());
-    if lines.out.len() >= BUFFER_LIMIT {
-        DROPPED.fetch_add(1, Ordering::Relaxed);
-        return;
+    // A thread being torn down has no ring left: its line is dropped, and counted.
+    let written = THREAD_LINES.try_with(|lines| {
+        let mut lines = lines.borrow_mut();
+        let lines = lines.get_or_insert_with(|| log.join());
+        let written = lines.write(record, log.format);
+        lines.unannounced += written;
+        let full = lines.unannounced >= HAND_OVER_BYTES;
+        if full {
+            lines.unannounced = 0;
+        }
+        (written, full)
+    });
+    match written {
+        Ok((0, _)) | Err(_) => {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok((_, true)) => log.wake(),
+        Ok((_, false)) => log.wake_if_idle(),
     }
-    let Lines { out, clock, client } = &mut *lines;
-    let before = out.len();
-    let wall = clock.wall(record.at);
-    client.set(record.client);
-    write_record(out, record, wall, log.format, clock, client);
-    let filled = before < HAND_OVER_BYTES && out.len() >= HAND_OVER_BYTES;
-    drop(lines);
-    if filled {
-        log.wake();
-    } else {
-        log.wake_if_idle();
+}
+
+impl ThreadLines {
+    fn new(ring: rtrb::Producer<u8>) -> ThreadLines {
+        ThreadLines {
+            ring,
+            clock: Clock::default(),
+            client: ClientText::default(),
+            scratch: Vec::new(),
+            unannounced: 0,
+        }
     }
+
+    /// Writes `r`'s line into the ring: the bytes written, 0 when the ring has no room for it.
+    fn write(&mut self, r: &AccessRecord<'_>, format: LogFormat) -> usize {
+        let room = line_room(r, format);
+        let Ok(mut chunk) = self.ring.write_chunk_uninit(room) else {
+            return 0;
+        };
+        let wall = self.clock.wall(r.at);
+        self.client.set(r.client);
+        let stamp = self.clock.stamp(wall);
+        let (first, second) = chunk.as_mut_slices();
+        let written = if first.len() >= room {
+            let mut line = LineWriter {
+                spare: first,
+                len: 0,
+            };
+            write_line(&mut line, r, &stamp, format, &self.client);
+            line.len
+        } else {
+            // Round the ring's end (one line in thousands): formatted aside, then copied in two parts.
+            self.scratch.clear();
+            append(&mut self.scratch, room, |line| {
+                write_line(line, r, &stamp, format, &self.client)
+            });
+            let (head, tail) = self.scratch.split_at(first.len().min(self.scratch.len()));
+            copy_into(&mut first[..head.len()], head);
+            copy_into(&mut second[..tail.len()], tail);
+            self.scratch.len()
+        };
+        // SAFETY: the first `written` bytes of the chunk (of its first part, then its second) were written above:
+        // by the `LineWriter`, which writes only from its slice's start and counts what it wrote, or by the copies
+        // of the whole scratch line.
+        unsafe { chunk.commit(written) };
+        written
+    }
+}
+
+/// The most bytes `r`'s line can take.
+fn line_room(r: &AccessRecord<'_>, format: LogFormat) -> usize {
+    let growth = match format {
+        LogFormat::Text => TextWords::GROWTH,
+        LogFormat::Json => JsonWords::GROWTH,
+    };
+    LINE_ROOM + r.id.len() + growth * (r.method.len() + r.path.len() + r.query.len())
+}
+
+fn copy_into(to: &mut [MaybeUninit<u8>], from: &[u8]) {
+    // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and an initialised byte is a valid `MaybeUninit`.
+    let from = unsafe { &*(from as *const [u8] as *const [MaybeUninit<u8>]) };
+    to.copy_from_slice(from);
 }
 
 /// Hands every buffered line to the writer now: called at exit, before the writer flushes, so the last
@@ -146,8 +214,11 @@ pub(super) fn drain() {
 pub(super) fn start<W: Write + Send + 'static>(writer: W, format: LogFormat) {
     let _ = ACCESS_LOG.set(AccessLog {
         format,
-        threads: ThreadLocal::new(),
-        writer: Mutex::new((Box::new(writer), Vec::with_capacity(BUFFER_START))),
+        drain: Mutex::new(Drain {
+            out: Box::new(writer),
+            rings: Vec::new(),
+        }),
+        joining: Mutex::new(Vec::new()),
         idle: AtomicBool::new(false),
     });
 }
@@ -166,50 +237,61 @@ pub(super) fn decide() -> std::io::Result<()> {
     let drainer = std::thread::Builder::new()
         .name("ociregistry-access".into())
         .spawn(move || loop {
-            // Woken by a request only when its thread's buffer fills (a futex call and a context switch per
-            // request would cost more than formatting the line), otherwise after MAX_DELAY: each wake-up costs
-            // the core a switch and its caches, so fewer and larger batches are cheaper. An early wake-up (a
-            // request's wake meant for an earlier round) only hands over a smaller batch.
+            // Woken by a request only when its thread wrote another 512 KiB (a futex call and a context switch
+            // per request would cost more than formatting the line), otherwise after MAX_DELAY: each wake-up
+            // costs the core a switch and its caches, so fewer and larger batches are cheaper. An early wake-up
+            // (a request's wake meant for an earlier round) only hands over a smaller batch.
             std::thread::park_timeout(MAX_DELAY);
-            if !log.hand_over() {
-                // A quiet interval: sleep until a request brings a line, so an idle server does not wake ten
-                // times a second. Marked idle before the last look: a request that finds the mark unparks (the
-                // token of an unpark that comes before the park is kept); one that does not, wrote its line before
-                // this look took its thread's lock.
-                log.idle.store(true, Ordering::SeqCst);
-                if !log.hand_over() {
-                    std::thread::park();
-                }
-                log.idle.store(false, Ordering::SeqCst);
+            if log.hand_over() {
+                continue;
             }
+            // A quiet interval: sleep until a request brings a line, so an idle server does not wake ten times a
+            // second. Marked idle before the last look: a request that finds the mark unparks (the token of an
+            // unpark that comes before the park is kept). A request's line and its look at the mark are not
+            // ordered by a fence (that would cost every request what the ring saves), so a line written in that
+            // instant is found at the next IDLE_WAKE.
+            log.idle.store(true, Ordering::SeqCst);
+            while !log.hand_over() {
+                std::thread::park_timeout(IDLE_WAKE);
+            }
+            log.idle.store(false, Ordering::SeqCst);
         })?;
     let _ = DRAINER.set(drainer.thread().clone());
     Ok(())
 }
 
 impl AccessLog {
-    /// Swaps each thread's lines out (holding its lock only for the swap) and writes them; whether there were any.
+    /// A new ring for the calling thread: its read end joins the drain's.
+    fn join(&self) -> ThreadLines {
+        let (ring, reader) = rtrb::RingBuffer::new(RING_BYTES);
+        lock(&self.joining).push(reader);
+        ThreadLines::new(ring)
+    }
+
+    /// Writes out what each thread's ring holds (taking, from each, what it held when looked at); whether there
+    /// were any lines. Rings of threads that ended are dropped once empty.
     fn hand_over(&self) -> bool {
-        let mut writer = lock(&self.writer);
-        let (writer, spare) = &mut *writer;
+        let mut drain = lock(&self.drain);
+        let Drain { out, rings } = &mut *drain;
+        rings.append(&mut lock(&self.joining));
         let mut any = false;
-        for lines in self.threads.iter() {
-            {
-                let mut lines = lock(lines);
-                if lines.out.is_empty() {
-                    continue;
+        rings.retain_mut(|ring| {
+            let held = ring.slots();
+            if held > 0 {
+                any = true;
+                if let Ok(chunk) = ring.read_chunk(held) {
+                    let (first, second) = chunk.as_slices();
+                    // This thread may wait for stderr; requests never do (a full ring drops their line).
+                    let _ = out.write_all(first).and_then(|()| out.write_all(second));
+                    chunk.commit_all();
                 }
-                std::mem::swap(&mut lines.out, spare);
             }
-            any = true;
-            // This thread may wait for stderr; requests never do (a full buffer drops their line).
-            let _ = writer.write_all(spare);
-            spare.clear();
-        }
+            !(ring.is_abandoned() && ring.is_empty())
+        });
         any
     }
 
-    /// Wakes the drain thread now: a thread's buffer is full enough to hand over.
+    /// Wakes the drain thread now: a thread wrote enough to hand over.
     fn wake(&self) {
         if let Some(drainer) = DRAINER.get() {
             drainer.unpark();
@@ -217,8 +299,9 @@ impl AccessLog {
     }
 
     /// Wakes the drain thread if it went to sleep for want of lines.
+    #[inline]
     fn wake_if_idle(&self) {
-        if self.idle.load(Ordering::SeqCst) && self.idle.swap(false, Ordering::SeqCst) {
+        if self.idle.load(Ordering::Relaxed) && self.idle.swap(false, Ordering::SeqCst) {
             if let Some(drainer) = DRAINER.get() {
                 drainer.unpark();
             }
@@ -232,6 +315,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Appends `r`'s line to `out` (tests and the line that wraps round a ring).
+#[cfg(test)]
 fn write_record(
     out: &mut Vec<u8>,
     r: &AccessRecord<'_>,
@@ -241,9 +326,22 @@ fn write_record(
     client: &ClientText,
 ) {
     let stamp = clock.stamp(at);
+    append(out, line_room(r, format), |line| {
+        write_line(line, r, &stamp, format, client)
+    });
+}
+
+/// Writes `r`'s line in `format`.
+fn write_line(
+    line: &mut LineWriter<'_>,
+    r: &AccessRecord<'_>,
+    stamp: &[u8; STAMP_LEN],
+    format: LogFormat,
+    client: &ClientText,
+) {
     match format {
-        LogFormat::Text => write_line::<TextWords>(out, r, &stamp, client),
-        LogFormat::Json => write_line::<JsonWords>(out, r, &stamp, client),
+        LogFormat::Text => write_words::<TextWords>(line, r, stamp, client),
+        LogFormat::Json => write_words::<JsonWords>(line, r, stamp, client),
     }
 }
 
@@ -352,40 +450,38 @@ impl LineWords for JsonWords {
 /// [`LineWords::GROWTH`] bytes for each of theirs.
 const LINE_ROOM: usize = 320;
 
-/// Formats a line after `out`'s end: room for its longest form is reserved once, and each part is copied
-/// straight into it (a bounds check and a copy; no field has a capacity check, a call or a buffer of its own).
-fn write_line<W: LineWords>(
-    out: &mut Vec<u8>,
+/// Writes a line into `line`, whose room is enough for its longest form: each part is copied straight into it (a
+/// bounds check and a copy; no field has a capacity check, a call or a buffer of its own).
+#[inline(always)]
+fn write_words<W: LineWords>(
+    line: &mut LineWriter<'_>,
     r: &AccessRecord<'_>,
     stamp: &[u8; STAMP_LEN],
     client: &ClientText,
 ) {
-    let room = LINE_ROOM + r.id.len() + W::GROWTH * (r.method.len() + r.path.len() + r.query.len());
-    append(out, room, |line| {
-        line.put(W::START);
-        line.put(stamp);
-        line.put(W::ID);
-        line.put(r.id.as_bytes());
-        line.put(W::METHOD);
-        W::string(line, r.method);
-        line.put(W::PATH);
-        W::string(line, r.path);
-        line.put(W::QUERY);
-        W::string(line, r.query);
-        line.put(W::STATUS);
-        line.put_status(r.status);
-        if let Some(bytes) = r.bytes {
-            line.put(W::BYTES);
-            line.put_int(bytes);
-        }
-        line.put(W::LATENCY);
-        line.put_int(r.latency_us);
-        line.put(W::CLIENT);
-        line.put_client(client);
-        line.put(W::CACHE);
-        line.put(r.cache.as_bytes());
-        line.put(W::END);
-    });
+    line.put(W::START);
+    line.put(stamp);
+    line.put(W::ID);
+    line.put(r.id.as_bytes());
+    line.put(W::METHOD);
+    W::string(line, r.method);
+    line.put(W::PATH);
+    W::string(line, r.path);
+    line.put(W::QUERY);
+    W::string(line, r.query);
+    line.put(W::STATUS);
+    line.put_status(r.status);
+    if let Some(bytes) = r.bytes {
+        line.put(W::BYTES);
+        line.put_int(bytes);
+    }
+    line.put(W::LATENCY);
+    line.put_int(r.latency_us);
+    line.put(W::CLIENT);
+    line.put_client(client);
+    line.put(W::CACHE);
+    line.put(r.cache.as_bytes());
+    line.put(W::END);
 }
 
 /// Appends to `out` what `write` writes, at most `room` bytes, straight into `out`'s spare capacity.
@@ -603,6 +699,39 @@ mod tests {
         client.set(r.client);
         write_record(&mut out, r, at(), format, &mut Clock::default(), &client);
         String::from_utf8(out).unwrap()
+    }
+
+    /// Lines written round a small ring, read as the drain thread reads: every line whole, in order; a ring with
+    /// no room for a line's longest form takes no more.
+    #[test]
+    fn lines_round_the_ring_are_whole_and_a_full_ring_drops() {
+        let expected = line(&record(), LogFormat::Text);
+        let (ring, mut reader) = rtrb::RingBuffer::new(4096);
+        let mut lines = ThreadLines::new(ring);
+        let mut out = Vec::new();
+        for _ in 0..100 {
+            for _ in 0..7 {
+                assert_eq!(lines.write(&record(), LogFormat::Text), expected.len());
+            }
+            let chunk = reader.read_chunk(reader.slots()).unwrap();
+            let (first, second) = chunk.as_slices();
+            out.extend_from_slice(first);
+            out.extend_from_slice(second);
+            chunk.commit_all();
+        }
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(out.lines().count(), 700);
+        for written in out.lines() {
+            // The timestamp is the clock's; the rest is the record's.
+            assert_eq!(written[27..], expected[27..expected.len() - 1]);
+        }
+        let mut taken = 0;
+        while lines.write(&record(), LogFormat::Text) > 0 {
+            taken += 1;
+        }
+        let room = line_room(&record(), LogFormat::Text);
+        assert_eq!(taken, (4096 - room) / expected.len() + 1);
+        assert_eq!(reader.slots(), taken * expected.len());
     }
 
     #[test]
