@@ -1,7 +1,7 @@
 //! Counters for the request path. Each thread counts into cells of its own, found through `thread_local`:
-//! [`Counters`] for a few keys known by index (a plain add), [`Tally`] for open key sets (a few slots without a
-//! lock, then a map behind an uncontended one). A scrape sums the threads' cells and reports the totals through
-//! an OpenTelemetry observable counter, so the exported series are the same as a counter's.
+//! [`Counters`] for a few keys known by index (a plain add), [`Tally`] for open key sets (a short list, then a map,
+//! behind an uncontended lock). A scrape sums the threads' cells and reports the totals through an OpenTelemetry
+//! observable counter, so the exported series are the same as a counter's.
 //!
 //! Why not an OpenTelemetry counter `add`: it builds, hashes and looks up an attribute set per measurement, and
 //! every thread adds to the same cell; a shared concurrent map (tried before: `DashMap`) still bounces its shard
@@ -12,92 +12,65 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use opentelemetry::metrics::{AsyncInstrumentBuilder, ObservableCounter};
 use opentelemetry::KeyValue;
 use rustc_hash::FxHasher;
 use thread_local::ThreadLocal;
 
-/// A thread's counts: the first [`FEW`] keys in slots searched in order, any further ones in a map. The keys
+/// A thread's counts: the first [`FEW`] keys in a list searched in order, any further ones in a map. The keys
 /// counted on the request path are few (upstream namespaces); comparing a short string with one or two keys
-/// costs a fraction of hashing it and probing a map. Only the owning thread fills a slot or adds to its count, so
-/// the common case takes no lock: a key is set once and read by a scrape through its `OnceLock`, the count is a
-/// cell of the thread's own (see [`add_own`]); the map, past the slots, is behind an uncontended lock.
+/// costs a fraction of hashing it and probing a map.
 struct Cells<K> {
-    few: [Slot<K>; FEW],
-    more: Mutex<HashMap<K, u64, BuildHasherDefault<FxHasher>>>,
+    few: Vec<(K, u64)>,
+    more: HashMap<K, u64, BuildHasherDefault<FxHasher>>,
 }
 
-struct Slot<K> {
-    key: OnceLock<K>,
-    count: AtomicU64,
-}
-
-/// How many keys a thread keeps in its slots before using the map.
+/// How many keys a thread keeps in its list before using the map.
 const FEW: usize = 8;
 
 impl<K> Default for Cells<K> {
     fn default() -> Self {
         Cells {
-            few: std::array::from_fn(|_| Slot {
-                key: OnceLock::new(),
-                count: AtomicU64::new(0),
-            }),
-            more: Mutex::new(HashMap::default()),
+            few: Vec::new(),
+            more: HashMap::default(),
         }
     }
 }
 
 impl<K: Eq + Hash> Cells<K> {
-    /// Adds `n` to the count of the key `key` borrows from, made with `owned` the first time. Called only by the
-    /// thread that owns these cells.
-    fn add<Q>(&self, key: &Q, n: u64, owned: impl FnOnce() -> K)
+    /// The count of the key `key` borrows from, made with `owned` (at 0) the first time.
+    fn count<Q>(&mut self, key: &Q, owned: impl FnOnce() -> K) -> &mut u64
     where
         K: Borrow<Q>,
         Q: Eq + Hash + ?Sized,
     {
-        for slot in &self.few {
-            match slot.key.get() {
-                Some(k) if k.borrow() == key => return add_own(&slot.count, n),
-                Some(_) => {}
-                None => {
-                    // Slots fill in order, and only this thread fills them: this one is still empty. A scrape that
-                    // sees the key before the count is added reads a count of 0, and leaves it out.
-                    let _ = slot.key.set(owned());
-                    return add_own(&slot.count, n);
-                }
-            }
+        // An index, not a reference from the search: the borrow checker would hold it over the pushes below.
+        if let Some(i) = self.few.iter().position(|(k, _)| k.borrow() == key) {
+            return &mut self.few[i].1;
         }
-        let mut more = lock(&self.more);
-        match more.get_mut(key) {
-            Some(count) => *count += n,
-            None => {
-                more.insert(owned(), n);
-            }
+        if self.few.len() < FEW {
+            self.few.push((owned(), 0));
+            return &mut self.few.last_mut().expect("just pushed").1;
         }
+        if !self.more.contains_key(key) {
+            self.more.insert(owned(), 0);
+        }
+        self.more.get_mut(key).expect("just inserted")
     }
 
-    /// Calls `f` with every key and its count (at scrape time).
-    fn each(&self, mut f: impl FnMut(&K, u64)) {
-        for slot in &self.few {
-            let Some(key) = slot.key.get() else {
-                break;
-            };
-            f(key, slot.count.load(Ordering::Relaxed));
-        }
-        for (key, n) in lock(&self.more).iter() {
-            f(key, *n);
-        }
+    fn iter(&self) -> impl Iterator<Item = (&K, &u64)> {
+        self.few.iter().map(|(k, n)| (k, n)).chain(self.more.iter())
     }
 }
 
 /// Cumulative counts by key.
-pub struct Tally<K: Eq + Hash + Send + Sync> {
-    threads: ThreadLocal<Cells<K>>,
+pub struct Tally<K: Eq + Hash + Send> {
+    threads: ThreadLocal<Mutex<Cells<K>>>,
 }
 
-impl<K: Eq + Hash + Send + Sync> Default for Tally<K> {
+impl<K: Eq + Hash + Send> Default for Tally<K> {
     fn default() -> Self {
         Tally {
             threads: ThreadLocal::new(),
@@ -105,7 +78,7 @@ impl<K: Eq + Hash + Send + Sync> Default for Tally<K> {
     }
 }
 
-impl<K: Eq + Hash + Clone + Send + Sync> Tally<K> {
+impl<K: Eq + Hash + Clone + Send> Tally<K> {
     /// Adds `n` to `key`'s count.
     pub fn add(&self, key: K, n: u64) {
         self.add_borrowed(&key, n, || key.clone());
@@ -118,23 +91,24 @@ impl<K: Eq + Hash + Clone + Send + Sync> Tally<K> {
         K: Borrow<Q>,
         Q: Eq + Hash + ?Sized,
     {
-        self.threads.get_or_default().add(key, n, owned);
+        *self.cells().count(key, owned) += n;
     }
 
-    /// Calls `f` with every key and its count summed over the threads (at scrape time); keys counted 0 are left
-    /// out.
+    /// Calls `f` with every key and its count summed over the threads (at scrape time).
     pub fn each(&self, mut f: impl FnMut(&K, u64)) {
         let mut total: HashMap<K, u64, BuildHasherDefault<FxHasher>> = HashMap::default();
         for cells in self.threads.iter() {
-            cells.each(|key, n| {
-                if n > 0 {
-                    *total.entry(key.clone()).or_insert(0) += n;
-                }
-            });
+            for (key, n) in lock(cells).iter() {
+                *total.entry(key.clone()).or_insert(0) += n;
+            }
         }
         for (key, n) in &total {
             f(key, *n);
         }
+    }
+
+    fn cells(&self) -> std::sync::MutexGuard<'_, Cells<K>> {
+        lock(self.threads.get_or_default())
     }
 }
 
@@ -238,9 +212,8 @@ mod tests {
         let mut expected: Vec<_> = (0..FEW * 3).map(|k| (format!("k{k}"), 6)).collect();
         expected.sort();
         assert_eq!(seen, expected);
-        let cells = tally.threads.get_or_default();
-        assert!(cells.few.iter().all(|slot| slot.key.get().is_some()));
-        assert_eq!(lock(&cells.more).len(), FEW * 2);
+        let cells = tally.cells();
+        assert_eq!((cells.few.len(), cells.more.len()), (FEW, FEW * 2));
     }
 
     #[test]
