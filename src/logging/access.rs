@@ -170,17 +170,23 @@ impl ThreadLines {
         } else {
             // Round the ring's end (one line in thousands): formatted aside, then copied in two parts.
             self.scratch.clear();
-            append(&mut self.scratch, room, |line| {
-                write_line(line, r, &stamp, format, &self.client)
-            });
+            write_record(&mut self.scratch, r, &stamp, format, &self.client);
             let (head, tail) = self.scratch.split_at(first.len().min(self.scratch.len()));
-            copy_into(&mut first[..head.len()], head);
-            copy_into(&mut second[..tail.len()], tail);
+            LineWriter {
+                spare: first,
+                len: 0,
+            }
+            .put(head);
+            LineWriter {
+                spare: second,
+                len: 0,
+            }
+            .put(tail);
             self.scratch.len()
         };
-        // SAFETY: the first `written` bytes of the chunk (of its first part, then its second) were written above:
-        // by the `LineWriter`, which writes only from its slice's start and counts what it wrote, or by the copies
-        // of the whole scratch line.
+        // SAFETY: the first `written` bytes of the chunk (of its first part, then its second) were written above
+        // by `LineWriter`s, which write only from their slice's start and count what they wrote: the whole line,
+        // or the scratch line's two parts.
         unsafe { chunk.commit(written) };
         written
     }
@@ -193,12 +199,6 @@ fn line_room(r: &AccessRecord<'_>, format: LogFormat) -> usize {
         LogFormat::Json => JsonWords::GROWTH,
     };
     LINE_ROOM + r.id.len() + growth * (r.method.len() + r.path.len() + r.query.len())
-}
-
-fn copy_into(to: &mut [MaybeUninit<u8>], from: &[u8]) {
-    // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and an initialised byte is a valid `MaybeUninit`.
-    let from = unsafe { &*(from as *const [u8] as *const [MaybeUninit<u8>]) };
-    to.copy_from_slice(from);
 }
 
 /// Hands every buffered line to the writer now: called at exit, before the writer flushes, so the last
@@ -315,19 +315,16 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Appends `r`'s line to `out` (tests and the line that wraps round a ring).
-#[cfg(test)]
+/// Appends `r`'s line to `out` (the line that wraps round a ring, and tests).
 fn write_record(
     out: &mut Vec<u8>,
     r: &AccessRecord<'_>,
-    at: Duration,
+    stamp: &[u8; STAMP_LEN],
     format: LogFormat,
-    clock: &mut Clock,
     client: &ClientText,
 ) {
-    let stamp = clock.stamp(at);
     append(out, line_room(r, format), |line| {
-        write_line(line, r, &stamp, format, client)
+        write_line(line, r, stamp, format, client)
     });
 }
 
@@ -697,7 +694,8 @@ mod tests {
         let mut out = Vec::new();
         let mut client = ClientText::default();
         client.set(r.client);
-        write_record(&mut out, r, at(), format, &mut Clock::default(), &client);
+        let stamp = Clock::default().stamp(at());
+        write_record(&mut out, r, &stamp, format, &client);
         String::from_utf8(out).unwrap()
     }
 
