@@ -8,7 +8,8 @@
 # Scenarios (see README.md beside this file): a) warm manifests, b) warm blobs, c) cold pull, d) 50 concurrent
 # cold readers of one blob, e) RSS, f) startup time with a big index, t) warm manifest and 64 MiB blob GETs over
 # TLS against nginx with TLS (throwaway CA and certificate for 127.0.0.1 made with openssl), o) the cost of the
-# access log and metrics (ociregistry against itself with both off). Opt-in (need garage; not in the default list):
+# access log and metrics (ociregistry against itself with both off). Opt-in: i) the same four variants' instructions
+# per warm manifest GET, counted by callgrind (needs valgrind; installed when missing). Opt-in (need garage):
 # s) S3 store vs filesystem (warm 64 MiB GETs, cold pull, bucket-warm pull), p) pull storm of STORM_CLIENTS clients
 # through one cache, two replicas sharing a Garage bucket, and a node -> site chain.
 #
@@ -30,6 +31,7 @@
 #   O_LOG [file]         where scenario o's servers write their output: file (appended straight to the log file),
 #                        pipe (through a pipe to a `cat` that appends it, as a container runtime collects a
 #                        container's stderr) or null (/dev/null: what formatting alone costs, without storing it)
+#   I_REQUESTS [10000]   GETs counted per variant in scenario i;  I_RUNS [2] runs of each variant (median)
 #   SCENARIOS ["a b c d e f t o"]  subset to run; `s` and `p` are opt-in (SCENARIOS="s p"): they start a 3-node
 #                        Garage cluster (tests/lib/garage.sh) and are skipped with a note when garage is missing
 #   CONNS_S ["1 4"]      connection counts for scenario s's warm 64 MiB GETs
@@ -66,6 +68,8 @@ fi
 STARTUP_RUNS="${STARTUP_RUNS:-5}"
 CONNS_O="${CONNS_O:-16}"
 RUNS_O="${RUNS_O:-$((2 * RUNS))}"
+I_REQUESTS="${I_REQUESTS:-10000}"
+I_RUNS="${I_RUNS:-2}"
 CONNS_S="${CONNS_S:-1 4}"
 STORM_CLIENTS="${STORM_CLIENTS:-50}"
 STORM_RUNS="${STORM_RUNS:-$RUNS}"
@@ -74,7 +78,7 @@ BUILD="${BUILD:-1}"
 OCIREGISTRY_BIN="${OCIREGISTRY_BIN:-$REPO_ROOT/target/release/ociregistry}"
 
 [[ "$DURATION" =~ ^[0-9]+$ && "$DURATION" -ge 1 && "$DURATION" -le 600 ]] || { echo "DURATION must be 1..600 seconds" >&2; exit 2; }
-for v in RUNS RUNS_O CONNS_O COLD_RUNS THUNDER STORM_CLIENTS STORM_RUNS RSS_MANIFESTS STARTUP_MANIFESTS STARTUP_RUNS; do
+for v in RUNS RUNS_O CONNS_O I_REQUESTS I_RUNS COLD_RUNS THUNDER STORM_CLIENTS STORM_RUNS RSS_MANIFESTS STARTUP_MANIFESTS STARTUP_RUNS; do
   [[ "${!v}" =~ ^[0-9]+$ && "${!v}" -ge 1 && "${!v}" -le 200000 ]] || { echo "$v must be a number in 1..200000" >&2; exit 2; }
 done
 [[ $RSS_MANIFESTS -le $STARTUP_MANIFESTS ]] || { echo "RSS_MANIFESTS must not exceed the startup index size" >&2; exit 2; }
@@ -93,6 +97,8 @@ declare -A PKG_OF=([docker-registry]=docker-registry [skopeo]=skopeo [nginx]=ngi
 for tool in "${!PKG_OF[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin" command -v "$tool" >/dev/null 2>&1 || need_pkgs+=("${PKG_OF[$tool]}")
 done
+# Scenario i counts instructions with callgrind.
+if has i && ! command -v callgrind_control >/dev/null 2>&1; then need_pkgs+=(valgrind); fi
 if [[ ${#need_pkgs[@]} -gt 0 ]]; then
   [[ $(id -u) -eq 0 ]] || die "missing packages ${need_pkgs[*]} and not root: apt-get install ${need_pkgs[*]}"
   log "installing ${need_pkgs[*]}"
@@ -929,6 +935,73 @@ PY
 )"
 }
 
+# Scenario i: the instructions behind scenario o's figures, which a CPU's noise cannot blur. Each variant of
+# scenario o (quiet, logged, measured, observed) runs under callgrind with one worker thread. After a warm-up the
+# counters are zeroed, I_REQUESTS warm manifest GETs (ab, 4 keep-alive connections) are counted and dumped, and for
+# the variants with metrics one scrape is then counted on its own. Start-up is outside the count: `quanta`'s
+# calibration there runs until its estimate settles, which under valgrind takes a different 11 to 18 million
+# instructions each run. The count covers every thread of the process (the access log's drain thread too), in user
+# space only: the kernel's work (the `write` of the log, the sockets) is not in it.
+i_count() { awk '/^summary:/ { print $2 }' "$1"; } # CALLGRIND_DUMP -> instructions
+scenario_i() {
+  local r srv port mport level pid out dumps before got
+  local url="/v2/$REPO_WARM/manifests/$WARM_MANIFEST"
+  for r in $(seq 1 "$I_RUNS"); do
+    for srv in quiet logged measured observed; do
+      pick_port port
+      level=warn; [[ $srv == logged || $srv == observed ]] && level=info
+      local extra=()
+      if [[ $srv == measured || $srv == observed ]]; then
+        pick_port mport
+        extra=(--metrics "127.0.0.1:$mport")
+      fi
+      out="$TMP/callgrind-$srv-$r"
+      start_proc "cg-$srv" "$TMP/logs/cg-$srv.log" env TOKIO_WORKER_THREADS=1 RUST_LOG=$level \
+        valgrind --tool=callgrind --callgrind-out-file="$out.%p" "$OCIREGISTRY_BIN" serve \
+        --listen "127.0.0.1:$port" --data-dir "$TMP/cg-$srv-$r" --config-file "$TMP/ociregistry.yaml" "${extra[@]}"
+      wait_http_or_die "http://127.0.0.1:$port/v2/" "cg-$srv" 120
+      warm_check "http://127.0.0.1:$port"
+      pid="$(pid_of "cg-$srv")"
+      ab -q -k -n 500 -c 4 -H "Accept: $ACCEPT_MANIFESTS" "http://127.0.0.1:$port$url" >/dev/null 2>&1 ||
+        die "i: warm-up of $srv failed"
+      callgrind_control -z "$pid" >/dev/null || die "i: callgrind_control could not reach $srv"
+      got="$(ab -q -k -n "$I_REQUESTS" -c 4 -H "Accept: $ACCEPT_MANIFESTS" "http://127.0.0.1:$port$url" 2>&1 |
+        awk '/^Complete requests:/ { c = $3 } /^Failed requests:/ { f = $3 } /^Non-2xx responses:/ { n = $3 }
+             END { print c + 0, f + 0, n + 0 }')"
+      [[ "$got" == "$I_REQUESTS 0 0" ]] || die "i: $srv answered (complete, failed, non-2xx) = ($got) of $I_REQUESTS"
+      callgrind_control -d "$pid" >/dev/null
+      put i_ir "$srv" "$r" "$(awk -v t="$(i_count "$out.$pid.1")" -v n="$I_REQUESTS" 'BEGIN { printf "%.0f", t / n }')"
+      if [[ -n "${extra[*]}" ]]; then
+        callgrind_control -z "$pid" >/dev/null
+        curl -sf -o /dev/null "http://127.0.0.1:$mport/metrics" || die "i: scrape of $srv failed"
+        callgrind_control -d "$pid" >/dev/null
+        put i_scrape "$srv" "$r" "$(i_count "$out.$pid.2")"
+      fi
+      stop_proc "cg-$srv"
+      log "i: $srv run $r counted"
+    done
+  done
+  note "$(python3 - "$RAW" "$I_REQUESTS" <<'PY'
+import statistics, sys
+raw, n = sys.argv[1], sys.argv[2]
+v = {}
+for line in open(raw):
+    key, srv, run, val = line.rstrip("\n").split("\t")
+    if key in ("i_ir", "i_scrape"):
+        v.setdefault((key, srv), []).append(float(val))
+q = statistics.median(v[("i_ir", "quiet")])
+parts = [f"quiet {q:,.0f}"]
+for k in ("logged", "measured", "observed"):
+    x = statistics.median(v[("i_ir", k)])
+    parts.append(f"{k} {x:,.0f} (+{x - q:,.0f}, {100 * (x - q) / q:+.1f}%)")
+scrape = "; ".join(f"{k} {statistics.median(v[('i_scrape', k)]) / 1e6:.2f} M" for k in ("measured", "observed"))
+runs = len(v[("i_ir", "quiet")])
+print(f"i: instructions per warm manifest GET (callgrind, one worker thread, {n} GETs counted after a warm-up, "
+      f"median of {runs} runs): " + "; ".join(parts) + f". One scrape of /metrics: {scrape} instructions")
+PY
+)"
+}
+
 scenario_t() {
   local oport nport c r srv res rps p50 p99 mibps errs key big="${WARM_LAYERS[2]}"
   make_tls_certs
@@ -1318,6 +1391,7 @@ if has a || has b; then
 fi
 has t && scenario_t
 has o && scenario_o
+has i && scenario_i
 has c && scenario_c
 has d && scenario_d
 if has e || has f; then scenario_ef; fi
