@@ -848,15 +848,18 @@ o_record() {
   put o_rps "$srv" "$r" "$rps"
   put o_p99 "$srv" "$r" "$p99"
 }
+# Whether a variant of scenarios o and i writes the access log (RUST_LOG=info) / serves metrics (--metrics).
+o_logs() { [[ $1 == logged || $1 == observed || $1 == base ]]; }
+o_measures() { [[ $1 == measured || $1 == observed || $1 == base ]]; }
 scenario_o() {
   local r srv res scraper port mport level t0
   local -A OB=() MPORT=()
   for srv in "${O_VARIANTS[@]}"; do
     pick_port port
-    level=warn; [[ $srv == logged || $srv == observed || $srv == base ]] && level=info
+    level=warn; o_logs "$srv" && level=info
     local extra=() bin="$OCIREGISTRY_BIN"
     [[ $srv == base ]] && bin="$O_BASE_BIN"
-    if [[ $srv == measured || $srv == observed || $srv == base ]]; then
+    if o_measures "$srv"; then
       pick_port mport
       MPORT[$srv]=$mport
       extra=(--metrics "127.0.0.1:$mport")
@@ -944,14 +947,14 @@ PY
 # space only: the kernel's work (the `write` of the log, the sockets) is not in it.
 i_count() { awk '/^summary:/ { print $2 }' "$1"; } # CALLGRIND_DUMP -> instructions
 scenario_i() {
-  local r srv port mport level pid out dumps before got
+  local r srv port mport level pid out got
   local url="/v2/$REPO_WARM/manifests/$WARM_MANIFEST"
   for r in $(seq 1 "$I_RUNS"); do
     for srv in quiet logged measured observed; do
       pick_port port
-      level=warn; [[ $srv == logged || $srv == observed ]] && level=info
+      level=warn; o_logs "$srv" && level=info
       local extra=()
-      if [[ $srv == measured || $srv == observed ]]; then
+      if o_measures "$srv"; then
         pick_port mport
         extra=(--metrics "127.0.0.1:$mport")
       fi
@@ -971,7 +974,7 @@ scenario_i() {
       [[ "$got" == "$I_REQUESTS 0 0" ]] || die "i: $srv answered (complete, failed, non-2xx) = ($got) of $I_REQUESTS"
       callgrind_control -d "$pid" >/dev/null
       put i_ir "$srv" "$r" "$(awk -v t="$(i_count "$out.$pid.1")" -v n="$I_REQUESTS" 'BEGIN { printf "%.0f", t / n }')"
-      if [[ -n "${extra[*]}" ]]; then
+      if o_measures "$srv"; then
         callgrind_control -z "$pid" >/dev/null
         curl -sf -o /dev/null "http://127.0.0.1:$mport/metrics" || die "i: scrape of $srv failed"
         callgrind_control -d "$pid" >/dev/null
@@ -993,7 +996,7 @@ q = statistics.median(v[("i_ir", "quiet")])
 parts = [f"quiet {q:,.0f}"]
 for k in ("logged", "measured", "observed"):
     x = statistics.median(v[("i_ir", k)])
-    parts.append(f"{k} {x:,.0f} (+{x - q:,.0f}, {100 * (x - q) / q:+.1f}%)")
+    parts.append(f"{k} {x:,.0f} ({x - q:+,.0f}, {100 * (x - q) / q:+.1f}%)")
 scrape = "; ".join(f"{k} {statistics.median(v[('i_scrape', k)]) / 1e6:.2f} M" for k in ("measured", "observed"))
 runs = len(v[("i_ir", "quiet")])
 print(f"i: instructions per warm manifest GET (callgrind, one worker thread, {n} GETs counted after a warm-up, "
