@@ -328,7 +328,9 @@ fn write_record(
     });
 }
 
-/// Writes `r`'s line in `format`.
+/// Writes `r`'s line in `format` (inlined into the ring's writer: a call's saving and restoring of registers is a
+/// tenth of the line).
+#[inline(always)]
 fn write_line(
     line: &mut LineWriter<'_>,
     r: &AccessRecord<'_>,
@@ -360,6 +362,10 @@ trait LineWords {
     const GROWTH: usize;
     /// Writes a string field (method, path, query).
     fn string(line: &mut LineWriter<'_>, s: &str);
+    /// Writes a string field that is mostly short (method, query).
+    fn short_string(line: &mut LineWriter<'_>, s: &str) {
+        Self::string(line, s);
+    }
 }
 
 /// `2026-11-23T14:03:33.213112Z  INFO access: id=42 method=GET path=/v2/… query= status=200 bytes=646
@@ -384,6 +390,11 @@ impl LineWords for TextWords {
     #[inline(always)]
     fn string(line: &mut LineWriter<'_>, s: &str) {
         line.put(s.as_bytes());
+    }
+
+    #[inline(always)]
+    fn short_string(line: &mut LineWriter<'_>, s: &str) {
+        line.put_short(s.as_bytes());
     }
 }
 
@@ -459,13 +470,13 @@ fn write_words<W: LineWords>(
     line.put(W::START);
     line.put(stamp);
     line.put(W::ID);
-    line.put(r.id.as_bytes());
+    line.put_short(r.id.as_bytes());
     line.put(W::METHOD);
-    W::string(line, r.method);
+    W::short_string(line, r.method);
     line.put(W::PATH);
     W::string(line, r.path);
     line.put(W::QUERY);
-    W::string(line, r.query);
+    W::short_string(line, r.query);
     line.put(W::STATUS);
     line.put_status(r.status);
     if let Some(bytes) = r.bytes {
@@ -477,7 +488,7 @@ fn write_words<W: LineWords>(
     line.put(W::CLIENT);
     line.put_client(client);
     line.put(W::CACHE);
-    line.put(r.cache.as_bytes());
+    line.put_short(r.cache.as_bytes());
     line.put(W::END);
 }
 
@@ -513,12 +524,39 @@ impl LineWriter<'_> {
         self.len += bytes.len();
     }
 
+    /// Bytes that are mostly few (an id, a method, an empty query, `hit`): up to 8 of them go in as one move of
+    /// their length, chosen by a jump, not a call to `memcpy` (about a third of the cost of a line's short parts).
+    #[inline(always)]
+    fn put_short(&mut self, bytes: &[u8]) {
+        /// A move of `N` bytes, `N` known where it is inlined.
+        #[inline(always)]
+        fn fixed<const N: usize>(line: &mut LineWriter<'_>, bytes: &[u8]) {
+            if let Some(bytes) = bytes.first_chunk::<N>() {
+                line.put(bytes);
+            }
+        }
+        match bytes.len() {
+            0 => {}
+            1 => fixed::<1>(self, bytes),
+            2 => fixed::<2>(self, bytes),
+            3 => fixed::<3>(self, bytes),
+            4 => fixed::<4>(self, bytes),
+            5 => fixed::<5>(self, bytes),
+            6 => fixed::<6>(self, bytes),
+            7 => fixed::<7>(self, bytes),
+            8 => fixed::<8>(self, bytes),
+            _ => self.put(bytes),
+        }
+    }
+
     /// A number in decimal.
+    #[inline(always)]
     fn put_int(&mut self, n: impl itoa::Integer) {
-        self.put(itoa::Buffer::new().format(n).as_bytes());
+        self.put_short(itoa::Buffer::new().format(n).as_bytes());
     }
 
     /// An HTTP status: three digits, from the table.
+    #[inline(always)]
     fn put_status(&mut self, status: u16) {
         if !(100..1000).contains(&status) {
             return self.put_int(status);
@@ -850,6 +888,19 @@ mod tests {
         for status in [0, 7, 99, 100, 200, 404, 999, 1000, u16::MAX] {
             let written = written(|line| line.put_status(status));
             assert_eq!(written, status.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn short_bytes_of_every_length_are_whole() {
+        let text = b"0123456789abcdef";
+        for len in 0..=text.len() {
+            let written = written(|line| {
+                line.put(b"<");
+                line.put_short(&text[..len]);
+                line.put(b">");
+            });
+            assert_eq!(written, [b"<", &text[..len], b">"].concat());
         }
     }
 
