@@ -47,7 +47,12 @@ impl<K: Eq + Hash> Cells<K> {
         Q: Eq + Hash + ?Sized,
     {
         // An index, not a reference from the search: the borrow checker would hold it over the pushes below.
-        if let Some(i) = self.few.iter().position(|(k, _)| k.borrow() == key) {
+        // The same key object (the configured registry's name, shared) is known equal without comparing bytes.
+        if let Some(i) = self
+            .few
+            .iter()
+            .position(|(k, _)| std::ptr::eq(k.borrow(), key) || k.borrow() == key)
+        {
             return &mut self.few[i].1;
         }
         if self.few.len() < FEW {

@@ -68,12 +68,18 @@ async fn observe(request: Request, next: Next, id: u64, id_text: &str) -> Respon
     let start = quanta::Instant::now();
     let method = request.method().clone();
     // The target, for the line and for the endpoint label of an answer that does not say its kind: a
-    // reference-counted handle on the request's bytes, not a copy.
+    // reference-counted handle on the request's bytes, not a copy (a copy on the stack would cost more: it makes
+    // every request's future larger to move).
     let target = request.uri().clone();
-    let client = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+    // Looked up only for what uses it: the log line, or requests by client network.
+    let client = if logging || super::telemetry::counts_clients() {
+        request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+    } else {
+        None
+    };
     let mut response = next.run(request).await;
     // Only error answers carry the detail: a successful one skips the lookup.
     let error_code = if response.status().is_client_error() || response.status().is_server_error() {
@@ -89,6 +95,8 @@ async fn observe(request: Request, next: Next, id: u64, id_text: &str) -> Respon
     let elapsed = end - start;
     let served = response.extensions().get::<Served>().copied();
     let cache_status = served.map(|s| s.cache);
+    // Asked once, for the served bytes and the log line (before the metrics wrap a blob's body).
+    let size = http_body::Body::size_hint(response.body()).exact();
     if metrics {
         let endpoint = served.map_or_else(|| Endpoint::of(target.path()), |s| s.endpoint);
         super::telemetry::record(
@@ -99,7 +107,7 @@ async fn observe(request: Request, next: Next, id: u64, id_text: &str) -> Respon
             error_code,
         );
         if let (Some(cache), true) = (cache_status, method == axum::http::Method::GET) {
-            super::telemetry::count_served(&mut response, cache, endpoint);
+            super::telemetry::count_served(&mut response, size, cache, endpoint);
         }
         super::telemetry::count_client(client, cache_status);
     }
@@ -108,7 +116,7 @@ async fn observe(request: Request, next: Next, id: u64, id_text: &str) -> Respon
     }
     // The log line's size field only: metrics count the bytes actually sent. A body of known size says it
     // without a header lookup; an empty one (a HEAD, a 304) leaves it to `Content-Length`.
-    let bytes = match http_body::Body::size_hint(response.body()).exact() {
+    let bytes = match size {
         Some(n) if n > 0 => Some(n),
         _ => response
             .headers()

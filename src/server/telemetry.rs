@@ -296,14 +296,16 @@ impl Method {
 /// and records them as served when the body is dropped; a blob body sent slower than the configured rate counts
 /// as a slow download. A manifest body is a few KiB held in memory and goes out in the response's first write,
 /// so it is counted whole at once, without wrapping the body.
+/// `size` is the body's exact size when it says one (the caller has asked already).
 pub fn count_served(
     response: &mut axum::response::Response,
+    size: Option<u64>,
     cache: CacheStatus,
     endpoint: Endpoint,
 ) {
     use http_body_util::BodyExt;
     if endpoint == Endpoint::Manifest {
-        if let Some(bytes) = http_body::Body::size_hint(response.body()).exact() {
+        if let Some(bytes) = size {
             if bytes > 0 {
                 INSTRUMENTS.served.add(cache as usize, bytes);
             }
@@ -349,6 +351,12 @@ pub fn count_served(
         frame
     });
     *response.body_mut() = axum::body::Body::new(body);
+}
+
+/// Whether requests are counted by client network (`metrics_client_networks` is set).
+#[inline]
+pub fn counts_clients() -> bool {
+    SETTINGS.get().is_some_and(|s| s.networks.is_some())
 }
 
 /// Counts a request under its client's network, when `metrics_client_networks` is set (inlined: off, this is a
