@@ -162,7 +162,8 @@ pub async fn serve(
             let unproven = unproven.clone();
             let proven = proven.clone();
             hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-                if !proven.swap(true, Ordering::Relaxed) {
+                // Read first: a swap on every request would be a locked instruction each time.
+                if !proven.load(Ordering::Relaxed) && !proven.swap(true, Ordering::Relaxed) {
                     unproven.proven(conn_id);
                 }
                 request
