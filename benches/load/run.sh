@@ -946,6 +946,13 @@ PY
 # instructions each run. The count covers every thread of the process (the access log's drain thread too), in user
 # space only: the kernel's work (the `write` of the log, the sockets) is not in it.
 i_count() { awk '/^summary:/ { print $2 }' "$1"; } # CALLGRIND_DUMP -> instructions
+# Instructions inside glibc's allocator (malloc.c, arena.c) in a dump. They differ by up to about 300 a request
+# between runs of one build, whatever the variant (each start lays the heap out differently), so the figures are
+# also given without them: those vary by a few tens.
+i_alloc() { # CALLGRIND_DUMP -> instructions
+  callgrind_annotate --inclusive=no --auto=no --threshold=100 "$1" 2>/dev/null |
+    awk '/malloc\/(malloc|arena)\.c:/ { gsub(",", "", $1); s += $1 } END { printf "%.0f\n", s }'
+}
 scenario_i() {
   local r srv port mport level pid out got
   local url="/v2/$REPO_WARM/manifests/$WARM_MANIFEST"
@@ -974,6 +981,7 @@ scenario_i() {
       [[ "$got" == "$I_REQUESTS 0 0" ]] || die "i: $srv answered (complete, failed, non-2xx) = ($got) of $I_REQUESTS"
       callgrind_control -d "$pid" >/dev/null
       put i_ir "$srv" "$r" "$(awk -v t="$(i_count "$out.$pid.1")" -v n="$I_REQUESTS" 'BEGIN { printf "%.0f", t / n }')"
+      put i_alloc "$srv" "$r" "$(awk -v t="$(i_alloc "$out.$pid.1")" -v n="$I_REQUESTS" 'BEGIN { printf "%.0f", t / n }')"
       if o_measures "$srv"; then
         callgrind_control -z "$pid" >/dev/null
         curl -sf -o /dev/null "http://127.0.0.1:$mport/metrics" || die "i: scrape of $srv failed"
@@ -990,17 +998,26 @@ raw, n = sys.argv[1], sys.argv[2]
 v = {}
 for line in open(raw):
     key, srv, run, val = line.rstrip("\n").split("\t")
-    if key in ("i_ir", "i_scrape"):
+    if key in ("i_ir", "i_alloc", "i_scrape"):
         v.setdefault((key, srv), []).append(float(val))
-q = statistics.median(v[("i_ir", "quiet")])
-parts = [f"quiet {q:,.0f}"]
-for k in ("logged", "measured", "observed"):
-    x = statistics.median(v[("i_ir", k)])
-    parts.append(f"{k} {x:,.0f} ({x - q:+,.0f}, {100 * (x - q) / q:+.1f}%)")
+# Without the allocator: each run's count less its allocator's, then the median.
+for srv in ("quiet", "logged", "measured", "observed"):
+    v[("i_rest", srv)] = [a - b for a, b in zip(v[("i_ir", srv)], v[("i_alloc", srv)])]
+# Differences are given as a share of quiet's whole count (the allocator's part of a request is still its cost).
+whole = statistics.median(v[("i_ir", "quiet")])
+def figures(key):
+    q = statistics.median(v[(key, "quiet")])
+    parts = [f"quiet {q:,.0f}"]
+    for k in ("logged", "measured", "observed"):
+        x = statistics.median(v[(key, k)])
+        parts.append(f"{k} {x:,.0f} ({x - q:+,.0f}, {100 * (x - q) / whole:+.1f}%)")
+    return "; ".join(parts)
 scrape = "; ".join(f"{k} {statistics.median(v[('i_scrape', k)]) / 1e6:.2f} M" for k in ("measured", "observed"))
 runs = len(v[("i_ir", "quiet")])
+alloc = ", ".join(f"{k} {statistics.median(v[('i_alloc', k)]):,.0f}" for k in ("quiet", "logged", "measured", "observed"))
 print(f"i: instructions per warm manifest GET (callgrind, one worker thread, {n} GETs counted after a warm-up, "
-      f"median of {runs} runs): " + "; ".join(parts) + f". One scrape of /metrics: {scrape} instructions")
+      f"median of {runs} runs): " + figures("i_ir") + f". Without glibc's allocator (in it: {alloc}; differences still as a share of quiet's whole count): "
+      + figures("i_rest") + f". One scrape of /metrics: {scrape} instructions")
 PY
 )"
 }
