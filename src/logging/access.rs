@@ -328,9 +328,7 @@ fn write_record(
     });
 }
 
-/// Writes `r`'s line in `format` (inlined into the ring's writer: a call's saving and restoring of registers is a
-/// tenth of the line).
-#[inline(always)]
+/// Writes `r`'s line in `format`.
 fn write_line(
     line: &mut LineWriter<'_>,
     r: &AccessRecord<'_>,
@@ -556,7 +554,6 @@ impl LineWriter<'_> {
     }
 
     /// An HTTP status: three digits, from the table.
-    #[inline(always)]
     fn put_status(&mut self, status: u16) {
         if !(100..1000).contains(&status) {
             return self.put_int(status);
