@@ -353,17 +353,23 @@ pub fn count_served(
     *response.body_mut() = axum::body::Body::new(body);
 }
 
+/// The client networks requests are counted by, when `metrics_client_networks` is set.
+#[inline]
+fn networks() -> Option<&'static Networks> {
+    SETTINGS.get().and_then(|s| s.networks.as_ref())
+}
+
 /// Whether requests are counted by client network (`metrics_client_networks` is set).
 #[inline]
 pub fn counts_clients() -> bool {
-    SETTINGS.get().is_some_and(|s| s.networks.is_some())
+    networks().is_some()
 }
 
 /// Counts a request under its client's network, when `metrics_client_networks` is set (inlined: off, this is a
 /// load and a branch on every request).
 #[inline]
 pub fn count_client(client: Option<IpAddr>, cache: Option<CacheStatus>) {
-    if let (Some(networks), Some(ip)) = (SETTINGS.get().and_then(|s| s.networks.as_ref()), client) {
+    if let (Some(networks), Some(ip)) = (networks(), client) {
         count_client_in(networks, ip, cache);
     }
 }
